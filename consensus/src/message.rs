@@ -1,0 +1,454 @@
+//! The messages validators exchange, and the one function that turns their
+//! wire form into something the replica accepts.
+//!
+//! Each vote payload is signed on its own (`Signed<Prepare>` …) so that
+//! votes can be collected into certificates and checked by anyone with the
+//! genesis file. [`verify_message`] checks every signature a message holds,
+//! nested ones included, and the batch's digest and transactions; only its
+//! output, a [`VerifiedMessage`], reaches [`crate::Replica::handle`].
+
+use crate::block::{CertError, CheckpointCertificate, CommitCertificate};
+use crate::{tx_hash, Batch, SeqNum, Transfer, ValidatorIndex, ValidatorSet, View, TX_BYTES_MAX};
+use phalanx_crypto::{codec, AnyKey, Digest, KeySet, Signed, SignedPayload};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+
+/// The largest message accepted from a peer, encoded.
+pub const MESSAGE_BYTES_MAX: u64 = 16 << 20;
+/// The most transactions in one batch.
+pub const BATCH_TXS_MAX: usize = 8192;
+/// The most blocks in one catch-up response.
+pub const CATCH_UP_BLOCKS_MAX: usize = 64;
+
+/// §4.2: the primary assigns `digest` to `seq` in `view`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrePrepare {
+    pub view: View,
+    pub seq: SeqNum,
+    pub digest: Digest,
+}
+
+/// §4.2: a backup accepted the pre-prepare.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Prepare {
+    pub view: View,
+    pub seq: SeqNum,
+    pub digest: Digest,
+}
+
+/// §4.2: the sender has a prepared certificate for `(view, seq, digest)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Commit {
+    pub view: View,
+    pub seq: SeqNum,
+    pub digest: Digest,
+}
+
+/// §4.3: the sender executed up to `seq` and reached this block and state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub seq: SeqNum,
+    pub block_hash: Digest,
+    pub state_root: Digest,
+}
+
+/// A pre-prepare with its batch and 2f matching prepares from others: proof
+/// that `(view, seq, digest)` prepared somewhere (§4.4, the set P).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreparedProof {
+    pub pre_prepare: Signed<PrePrepare>,
+    pub batch: Batch,
+    pub prepares: Vec<Signed<Prepare>>,
+}
+
+/// §4.4: the sender moves to `new_view`, with its stable checkpoint and
+/// what it prepared above it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ViewChange {
+    pub new_view: View,
+    /// The sender's stable checkpoint, `None` meaning genesis (seq 0).
+    pub checkpoint: Option<CheckpointCertificate>,
+    pub prepared: Vec<PreparedProof>,
+}
+
+/// §4.4: the new primary's proof that 2f + 1 validators moved to `view`,
+/// and the pre-prepares it re-issues (the set O).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewView {
+    pub view: View,
+    pub view_changes: Vec<Signed<ViewChange>>,
+    pub pre_prepares: Vec<Signed<PrePrepare>>,
+}
+
+/// Asks a peer for the NEW-VIEW of `view`, by a validator that saw others
+/// working in a view it has no NEW-VIEW for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewViewRequest {
+    pub view: View,
+}
+
+/// Asks a peer for committed blocks `from..=to` with their certificates.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CatchUpRequest {
+    pub from: SeqNum,
+    pub to: SeqNum,
+}
+
+/// A committed batch with the certificate that proves it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedBatch {
+    pub batch: Batch,
+    pub certificate: CommitCertificate,
+}
+
+macro_rules! payload_domain {
+    ($($ty:ident => $tag:literal),* $(,)?) => {
+        $(impl SignedPayload for $ty {
+            const DOMAIN: &'static str = $tag;
+        })*
+    };
+}
+
+payload_domain!(
+    PrePrepare => "phalanx/pre-prepare/v1",
+    Prepare => "phalanx/prepare/v1",
+    Commit => "phalanx/commit/v1",
+    Checkpoint => "phalanx/checkpoint/v1",
+    ViewChange => "phalanx/view-change/v1",
+    NewView => "phalanx/new-view/v1",
+    NewViewRequest => "phalanx/new-view-request/v1",
+    CatchUpRequest => "phalanx/catch-up-request/v1",
+);
+
+/// A message as it travels between validators.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    PrePrepare {
+        pre_prepare: Signed<PrePrepare>,
+        batch: Batch,
+    },
+    Prepare(Signed<Prepare>),
+    Commit(Signed<Commit>),
+    Checkpoint(Signed<Checkpoint>),
+    ViewChange(Signed<ViewChange>),
+    NewView(Signed<NewView>),
+    NewViewRequest(Signed<NewViewRequest>),
+    CatchUpRequest(Signed<CatchUpRequest>),
+    /// Self-certifying: every batch carries its commit certificate.
+    CatchUpResponse(Vec<CommittedBatch>),
+}
+
+impl Message {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::PrePrepare { .. } => "pre-prepare",
+            Message::Prepare(_) => "prepare",
+            Message::Commit(_) => "commit",
+            Message::Checkpoint(_) => "checkpoint",
+            Message::ViewChange(_) => "view-change",
+            Message::NewView(_) => "new-view",
+            Message::NewViewRequest(_) => "new-view-request",
+            Message::CatchUpRequest(_) => "catch-up-request",
+            Message::CatchUpResponse(_) => "catch-up-response",
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        codec::encode(self)
+    }
+
+    /// Decodes a message from a peer, bounded by [`MESSAGE_BYTES_MAX`].
+    pub fn decode(bytes: &[u8]) -> Result<Message, Rejected> {
+        codec::decode(bytes, MESSAGE_BYTES_MAX).map_err(|e| Rejected::Malformed {
+            reason: e.to_string(),
+        })
+    }
+}
+
+/// A message whose every signature, digest and transaction was checked
+/// against the validator set. Only [`verify_message`] makes one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VerifiedMessage {
+    /// The validator the transport says sent it (libp2p authenticates this;
+    /// the simulator knows it).
+    pub from: ValidatorIndex,
+    message: Message,
+}
+
+impl VerifiedMessage {
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    pub fn into_message(self) -> Message {
+        self.message
+    }
+
+    /// For messages this replica signed itself, which need no checking.
+    pub(crate) fn own(from: ValidatorIndex, message: Message) -> VerifiedMessage {
+        VerifiedMessage { from, message }
+    }
+}
+
+/// Why a message or one of its parts was refused. Counted by reason.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Rejected {
+    #[error("malformed message: {reason}")]
+    Malformed { reason: String },
+    #[error("bad signature on {what}")]
+    BadSignature { what: &'static str },
+    #[error("{what} signed by a key that is not a validator")]
+    UnknownSigner { what: &'static str },
+    #[error("batch digest {claimed} does not match the batch ({actual})")]
+    DigestMismatch { claimed: Digest, actual: Digest },
+    #[error("transaction {index} in the batch: {reason}")]
+    BadTransaction { index: usize, reason: String },
+    #[error("batch of {txs} transactions is over the limit of {max}")]
+    BatchTooLarge { txs: usize, max: usize },
+    #[error("certificate: {0}")]
+    BadCertificate(#[from] CertError),
+    #[error("view {view} is older than the current view {current}")]
+    StaleView { view: View, current: View },
+    #[error("view {view} is ahead of the current view {current}")]
+    FutureView { view: View, current: View },
+    #[error("seq {seq} is outside the window ({low}, {high}]")]
+    OutsideWindow { seq: SeqNum, low: SeqNum, high: SeqNum },
+    #[error("pre-prepare from {from:?}, who is not the primary of view {view}")]
+    NotPrimary { from: ValidatorIndex, view: View },
+    #[error("a different pre-prepare for ({view}, {seq}) was already accepted")]
+    ConflictingPrePrepare { view: View, seq: SeqNum },
+    #[error("invalid view change: {reason}")]
+    InvalidViewChange { reason: String },
+    #[error("invalid new view: {reason}")]
+    InvalidNewView { reason: String },
+    #[error("duplicate message")]
+    Duplicate,
+    #[error("catch-up response: {reason}")]
+    BadCatchUp { reason: String },
+}
+
+impl Rejected {
+    /// A short label for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejected::Malformed { .. } => "malformed",
+            Rejected::BadSignature { .. } => "bad_signature",
+            Rejected::UnknownSigner { .. } => "unknown_signer",
+            Rejected::DigestMismatch { .. } => "digest_mismatch",
+            Rejected::BadTransaction { .. } => "bad_transaction",
+            Rejected::BatchTooLarge { .. } => "batch_too_large",
+            Rejected::BadCertificate(_) => "bad_certificate",
+            Rejected::StaleView { .. } => "stale_view",
+            Rejected::FutureView { .. } => "future_view",
+            Rejected::OutsideWindow { .. } => "outside_window",
+            Rejected::NotPrimary { .. } => "not_primary",
+            Rejected::ConflictingPrePrepare { .. } => "conflicting_pre_prepare",
+            Rejected::InvalidViewChange { .. } => "invalid_view_change",
+            Rejected::InvalidNewView { .. } => "invalid_new_view",
+            Rejected::Duplicate => "duplicate",
+            Rejected::BadCatchUp { .. } => "bad_catch_up",
+        }
+    }
+}
+
+/// What [`verify_message`] needs to know.
+pub struct VerifyContext<'a> {
+    pub chain_id: &'a str,
+    pub validators: &'a ValidatorSet,
+    /// Transactions known to be correctly signed already (e.g. admitted to
+    /// this node's mempool), by hash; their signatures are not checked again.
+    pub known_good_txs: Option<&'a dyn Fn(&Digest) -> bool>,
+}
+
+fn check_one<M: SignedPayload + Clone>(
+    s: &Signed<M>,
+    what: &'static str,
+    ctx: &VerifyContext<'_>,
+) -> Result<(), Rejected> {
+    if !ctx.validators.contains_key(&s.signer) {
+        return Err(Rejected::UnknownSigner { what });
+    }
+    s.clone()
+        .verify(ctx.chain_id, ctx.validators)
+        .map(|_| ())
+        .map_err(|_| Rejected::BadSignature { what })
+}
+
+/// Checks a batch: size, every transaction's chain id and signature, and
+/// that it hashes to `claimed`.
+pub fn verify_batch(batch: &Batch, claimed: &Digest, ctx: &VerifyContext<'_>) -> Result<(), Rejected> {
+    if batch.txs.len() > BATCH_TXS_MAX {
+        return Err(Rejected::BatchTooLarge {
+            txs: batch.txs.len(),
+            max: BATCH_TXS_MAX,
+        });
+    }
+    let actual = batch.digest();
+    if actual != *claimed {
+        return Err(Rejected::DigestMismatch {
+            claimed: *claimed,
+            actual,
+        });
+    }
+    let mut to_check = Vec::new();
+    let mut positions = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (index, tx) in batch.txs.iter().enumerate() {
+        if tx.payload.chain_id != ctx.chain_id {
+            return Err(Rejected::BadTransaction {
+                index,
+                reason: "wrong chain id".into(),
+            });
+        }
+        if crate::tx_len(tx) > TX_BYTES_MAX {
+            return Err(Rejected::BadTransaction {
+                index,
+                reason: "transaction too large".into(),
+            });
+        }
+        let hash = tx_hash(tx);
+        if !seen.insert(hash) {
+            return Err(Rejected::BadTransaction {
+                index,
+                reason: "duplicate transaction in batch".into(),
+            });
+        }
+        if ctx.known_good_txs.is_some_and(|known| known(&hash)) {
+            continue;
+        }
+        to_check.push(tx.clone());
+        positions.push(index);
+    }
+    let verdicts = Signed::<Transfer>::verify_all(to_check, ctx.chain_id, &AnyKey);
+    for (verdict, index) in verdicts.iter().zip(positions) {
+        if let Err(e) = verdict {
+            return Err(Rejected::BadTransaction {
+                index,
+                reason: e.to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn verify_prepared(p: &PreparedProof, ctx: &VerifyContext<'_>) -> Result<(), Rejected> {
+    let invalid = |reason: &str| Rejected::InvalidViewChange {
+        reason: reason.to_string(),
+    };
+    check_one(&p.pre_prepare, "prepared pre-prepare", ctx)?;
+    let pp = &p.pre_prepare.payload;
+    if ctx.validators.index_of(&p.pre_prepare.signer) != Some(ctx.validators.primary(pp.view)) {
+        return Err(invalid("prepared pre-prepare not signed by that view's primary"));
+    }
+    verify_batch(&p.batch, &pp.digest, ctx)?;
+    let want = Prepare {
+        view: pp.view,
+        seq: pp.seq,
+        digest: pp.digest,
+    };
+    // 2f prepares from validators other than the primary.
+    let mut signers = BTreeSet::new();
+    for prepare in &p.prepares {
+        if prepare.payload != want {
+            return Err(invalid("prepare does not match its pre-prepare"));
+        }
+        if prepare.signer == p.pre_prepare.signer {
+            return Err(invalid("prepare from the primary itself"));
+        }
+        check_one(prepare, "prepared prepare", ctx)?;
+        signers.insert(prepare.signer);
+    }
+    if signers.len() < 2 * ctx.validators.f() {
+        return Err(invalid("prepared proof has fewer than 2f distinct prepares"));
+    }
+    Ok(())
+}
+
+/// Checks everything inside a VIEW-CHANGE except its outer signature.
+pub(crate) fn verify_view_change_body(
+    vc: &ViewChange,
+    ctx: &VerifyContext<'_>,
+) -> Result<(), Rejected> {
+    let low = match &vc.checkpoint {
+        Some(cert) => {
+            cert.verify(ctx.validators, ctx.chain_id)?;
+            cert.seq
+        }
+        None => SeqNum(0),
+    };
+    let mut seqs = BTreeSet::new();
+    for p in &vc.prepared {
+        let pp = &p.pre_prepare.payload;
+        if pp.view >= vc.new_view {
+            return Err(Rejected::InvalidViewChange {
+                reason: format!("prepared in view {} ≥ new view {}", pp.view, vc.new_view),
+            });
+        }
+        if pp.seq <= low {
+            return Err(Rejected::InvalidViewChange {
+                reason: format!("prepared seq {} at or below checkpoint {}", pp.seq, low),
+            });
+        }
+        if !seqs.insert(pp.seq) {
+            return Err(Rejected::InvalidViewChange {
+                reason: format!("two prepared proofs for seq {}", pp.seq),
+            });
+        }
+        verify_prepared(p, ctx)?;
+    }
+    Ok(())
+}
+
+/// Turns a message from `from` into a [`VerifiedMessage`], or says why not.
+/// Pure and thread-safe: the node runs it off the consensus loop.
+pub fn verify_message(
+    from: ValidatorIndex,
+    message: Message,
+    ctx: &VerifyContext<'_>,
+) -> Result<VerifiedMessage, Rejected> {
+    if ctx.validators.key(from).is_none() {
+        return Err(Rejected::UnknownSigner { what: "sender" });
+    }
+    match &message {
+        Message::PrePrepare { pre_prepare, batch } => {
+            check_one(pre_prepare, "pre-prepare", ctx)?;
+            verify_batch(batch, &pre_prepare.payload.digest, ctx)?;
+        }
+        Message::Prepare(s) => check_one(s, "prepare", ctx)?,
+        Message::Commit(s) => check_one(s, "commit", ctx)?,
+        Message::Checkpoint(s) => check_one(s, "checkpoint", ctx)?,
+        Message::NewViewRequest(s) => check_one(s, "new-view request", ctx)?,
+        Message::CatchUpRequest(s) => check_one(s, "catch-up request", ctx)?,
+        Message::ViewChange(s) => {
+            check_one(s, "view-change", ctx)?;
+            verify_view_change_body(&s.payload, ctx)?;
+        }
+        Message::NewView(s) => {
+            check_one(s, "new-view", ctx)?;
+            for vc in &s.payload.view_changes {
+                check_one(vc, "view-change in new-view", ctx)?;
+                verify_view_change_body(&vc.payload, ctx)?;
+            }
+            for pp in &s.payload.pre_prepares {
+                check_one(pp, "pre-prepare in new-view", ctx)?;
+            }
+        }
+        Message::CatchUpResponse(blocks) => {
+            if blocks.len() > CATCH_UP_BLOCKS_MAX {
+                return Err(Rejected::BadCatchUp {
+                    reason: format!("{} blocks, limit {}", blocks.len(), CATCH_UP_BLOCKS_MAX),
+                });
+            }
+            for b in blocks {
+                verify_committed(b, ctx)?;
+            }
+        }
+    }
+    Ok(VerifiedMessage { from, message })
+}
+
+/// Checks a committed batch: certificate valid, batch matches it.
+pub fn verify_committed(b: &CommittedBatch, ctx: &VerifyContext<'_>) -> Result<(), Rejected> {
+    b.certificate.verify(ctx.validators, ctx.chain_id)?;
+    verify_batch(&b.batch, &b.certificate.batch_digest, ctx)
+}

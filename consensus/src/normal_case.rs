@@ -1,0 +1,422 @@
+//! The normal case (§4.2): pre-prepare, prepare, commit, and in-order
+//! delivery of committed batches. The primary pipelines up to
+//! `pipeline_max` sequence numbers inside the watermark window.
+
+use crate::replica::{Mode, Phase, Slot};
+use crate::{
+    tx_hash, Batch, Commit, CommittedBatch, Message, PrePrepare, Prepare,
+    PreparedProof, Rejected, Replica, SeqNum, ValidatorIndex, View, WalEntry,
+};
+use crate::replica::Output;
+use phalanx_crypto::Signed;
+
+impl Replica {
+    /// Checks that a normal-case message is for our view and window.
+    fn check_view_and_window(
+        &mut self,
+        from: ValidatorIndex,
+        view: View,
+        seq: SeqNum,
+    ) -> Result<(), Rejected> {
+        if view > self.view || (view == self.view && self.mode != Mode::Normal) {
+            self.note_peer_view(from, view);
+            return Err(Rejected::FutureView {
+                view,
+                current: self.view,
+            });
+        }
+        if view < self.view {
+            return Err(Rejected::StaleView {
+                view,
+                current: self.view,
+            });
+        }
+        if !self.in_window(seq) {
+            if seq > self.high() {
+                self.highest_seen = self.highest_seen.max(seq);
+            }
+            return Err(Rejected::OutsideWindow {
+                seq,
+                low: self.low(),
+                high: self.high(),
+            });
+        }
+        Ok(())
+    }
+
+    fn slot(&mut self, seq: SeqNum) -> &mut Slot {
+        let now = self.now_ms;
+        self.log.entry(seq).or_insert_with(|| Slot {
+            since_ms: now,
+            ..Slot::default()
+        })
+    }
+
+    /// §4.2: a backup accepts a pre-prepare if it is from the primary of
+    /// our view, inside the window, and the first for its (view, seq).
+    pub(crate) fn on_pre_prepare(
+        &mut self,
+        from: ValidatorIndex,
+        pp: Signed<PrePrepare>,
+        batch: Batch,
+    ) -> Result<(), Rejected> {
+        let PrePrepare { view, seq, digest } = pp.payload.clone();
+        let signer = self.index_of(&pp.signer).ok_or(Rejected::UnknownSigner {
+            what: "pre-prepare",
+        })?;
+        if signer != self.cfg.validators.primary(view) {
+            return Err(Rejected::NotPrimary { from: signer, view });
+        }
+        self.note_vote(
+            signer,
+            view,
+            seq,
+            Phase::PrePrepare,
+            digest,
+            Message::PrePrepare {
+                pre_prepare: pp.clone(),
+                batch: Batch::null(),
+            },
+        );
+        self.check_view_and_window(from, view, seq)?;
+        if let Some(existing) = self.log.get(&seq).and_then(|s| s.digest()) {
+            if existing == digest {
+                return Ok(()); // a retransmission
+            }
+            return Err(Rejected::ConflictingPrePrepare { view, seq });
+        }
+        if signer == self.me {
+            return Ok(()); // our own, echoed back by a traitor
+        }
+        self.record_propose_delay(&batch);
+        self.accept_pre_prepare(pp, batch);
+        Ok(())
+    }
+
+    /// Stores an accepted pre-prepare, records it durably and, as a backup,
+    /// sends our PREPARE.
+    pub(crate) fn accept_pre_prepare(&mut self, pp: Signed<PrePrepare>, batch: Batch) {
+        let PrePrepare { view, seq, digest } = pp.payload.clone();
+        debug_assert_eq!(view, self.view);
+        self.in_flight.extend(batch.txs.iter().map(tx_hash));
+        self.out.push(Output::Persist(WalEntry::Accepted {
+            pre_prepare: pp.clone(),
+            batch: batch.clone(),
+        }));
+        self.slot(seq).pre_prepare = Some((pp, batch));
+        if !self.is_primary() {
+            let prepare = Prepare { view, seq, digest };
+            if let Some(signed) = self.sign_vote(Phase::Prepare, view, seq, digest, prepare) {
+                let me = self.me;
+                self.slot(seq).prepares.insert(me, signed.clone());
+                self.broadcast(Message::Prepare(signed));
+            }
+        }
+        self.arm_progress_timer();
+        self.check_prepared(seq);
+    }
+
+    pub(crate) fn on_prepare(
+        &mut self,
+        from: ValidatorIndex,
+        p: Signed<Prepare>,
+    ) -> Result<(), Rejected> {
+        let Prepare { view, seq, digest } = p.payload.clone();
+        let signer = self
+            .index_of(&p.signer)
+            .ok_or(Rejected::UnknownSigner { what: "prepare" })?;
+        self.note_vote(signer, view, seq, Phase::Prepare, digest, Message::Prepare(p.clone()));
+        self.check_view_and_window(from, view, seq)?;
+        if signer == self.cfg.validators.primary(view) {
+            return Err(Rejected::Malformed {
+                reason: "the primary does not send prepares".into(),
+            });
+        }
+        self.highest_seen = self.highest_seen.max(seq);
+        let slot = self.slot(seq);
+        if slot.prepares.contains_key(&signer) {
+            return Ok(());
+        }
+        slot.prepares.insert(signer, p);
+        self.check_prepared(seq);
+        Ok(())
+    }
+
+    pub(crate) fn on_commit(&mut self, from: ValidatorIndex, c: Signed<Commit>) -> Result<(), Rejected> {
+        let Commit { view, seq, digest } = c.payload.clone();
+        let signer = self
+            .index_of(&c.signer)
+            .ok_or(Rejected::UnknownSigner { what: "commit" })?;
+        self.note_vote(signer, view, seq, Phase::Commit, digest, Message::Commit(c.clone()));
+        if seq <= self.committed && view <= self.view {
+            return Ok(()); // already delivered; a late or repeated vote
+        }
+        self.check_view_and_window(from, view, seq)?;
+        self.highest_seen = self.highest_seen.max(seq);
+        let slot = self.slot(seq);
+        if slot.commits.contains_key(&signer) {
+            return Ok(());
+        }
+        slot.commits.insert(signer, c);
+        self.check_committed(seq);
+        Ok(())
+    }
+
+    /// §4.2 prepared(m, v, n, i): the pre-prepare plus `quorum - 1`
+    /// matching prepares from backups. Then we send COMMIT.
+    fn check_prepared(&mut self, seq: SeqNum) {
+        let quorum = self.cfg.quorum();
+        let view = self.view;
+        let Some(slot) = self.log.get(&seq) else { return };
+        if slot.prepared {
+            return;
+        }
+        let Some((pp, batch)) = slot.pre_prepare.clone() else {
+            return;
+        };
+        let digest = pp.payload.digest;
+        let prepares: Vec<Signed<Prepare>> = slot
+            .prepares
+            .values()
+            .filter(|p| p.payload.digest == digest)
+            .cloned()
+            .collect();
+        if prepares.len() + 1 < quorum {
+            return;
+        }
+        let proof = PreparedProof {
+            pre_prepare: pp,
+            batch,
+            prepares,
+        };
+        self.slot(seq).prepared = true;
+        self.out.push(Output::Persist(WalEntry::Prepared(proof.clone())));
+        self.keep_prepared(proof);
+        let commit = Commit { view, seq, digest };
+        if let Some(signed) = self.sign_vote(Phase::Commit, view, seq, digest, commit) {
+            let me = self.me;
+            self.slot(seq).commits.insert(me, signed.clone());
+            self.broadcast(Message::Commit(signed));
+        }
+        self.check_committed(seq);
+    }
+
+    /// §4.2 committed-local(m, v, n, i): prepared plus `quorum` matching
+    /// commits. Delivery then happens in seq order.
+    fn check_committed(&mut self, seq: SeqNum) {
+        let quorum = self.cfg.quorum();
+        let Some(slot) = self.log.get(&seq) else { return };
+        if slot.committed || !slot.prepared {
+            return;
+        }
+        let Some(digest) = slot.digest() else { return };
+        let votes = slot
+            .commits
+            .values()
+            .filter(|c| c.payload.digest == digest)
+            .count();
+        if votes < quorum {
+            return;
+        }
+        self.slot(seq).committed = true;
+        self.deliver_ready();
+    }
+
+    /// Hands out every committed batch that is next in order.
+    pub(crate) fn deliver_ready(&mut self) {
+        loop {
+            let next = self.committed.next();
+            if let Some(b) = self.catch_up_buffer.remove(&next) {
+                self.deliver(b);
+                continue;
+            }
+            let ready = self
+                .log
+                .get(&next)
+                .is_some_and(|s| s.committed && s.pre_prepare.is_some());
+            if !ready {
+                break;
+            }
+            let cert = self.certificate_for(next).expect("committed slot has a pre-prepare");
+            let batch = self.log[&next].pre_prepare.as_ref().expect("checked").1.clone();
+            self.deliver(CommittedBatch {
+                batch,
+                certificate: cert,
+            });
+        }
+    }
+
+    /// Emits one Commit output and forgets the batch's transactions.
+    pub(crate) fn deliver(&mut self, b: CommittedBatch) {
+        let seq = b.certificate.seq;
+        assert_eq!(seq, self.committed.next(), "blocks are delivered in order");
+        for tx in &b.batch.txs {
+            let hash = tx_hash(tx);
+            self.in_flight.remove(&hash);
+            self.pending_set.remove(&hash);
+        }
+        if !b.batch.txs.is_empty() {
+            let pending_set = &self.pending_set;
+            self.pending.retain(|(h, _)| pending_set.contains_key(h));
+        }
+        self.committed = seq;
+        self.highest_seen = self.highest_seen.max(seq);
+        self.last_delivery_ms = self.now_ms;
+        if b.certificate.view == self.view {
+            self.failed_views = 0;
+        }
+        self.out.push(Output::Commit(b));
+        self.reset_progress_timer();
+    }
+
+    /// Cuts and proposes batches while we are primary and have room.
+    pub(crate) fn maybe_propose(&mut self) {
+        self.maybe_propose_now(false);
+    }
+
+    pub(crate) fn maybe_propose_now(&mut self, deadline_passed: bool) {
+        if !self.is_primary() || self.mode != Mode::Normal {
+            return;
+        }
+        let mut deadline_passed = deadline_passed;
+        loop {
+            let in_flight_seqs = self.next_seq.0.saturating_sub(self.committed.0 + 1);
+            if self.next_seq > self.high() || in_flight_seqs >= self.cfg.pipeline_max {
+                return;
+            }
+            let (txs, full) = self.unproposed_batch();
+            if txs.is_empty() {
+                return;
+            }
+            if !full && !deadline_passed {
+                if self.batch_deadline.is_none() {
+                    let at = self.now_ms + self.cfg.batch_delay_ms;
+                    self.batch_deadline = Some(at);
+                    self.set_timer(crate::Timer::Batch, at);
+                }
+                return;
+            }
+            self.batch_deadline = None;
+            deadline_passed = false;
+            self.propose(Batch {
+                txs,
+                timestamp_ms: self.now_ms,
+            });
+        }
+    }
+
+    /// The next batch to propose from pending transactions, and whether it
+    /// is full (by count or bytes).
+    fn unproposed_batch(&self) -> (Vec<crate::Transaction>, bool) {
+        let mut txs = Vec::new();
+        let mut bytes = 0u64;
+        for (hash, tx) in &self.pending {
+            if self.in_flight.contains(hash) {
+                continue;
+            }
+            let len = crate::tx_len(tx);
+            if bytes + len > self.cfg.batch_bytes_max {
+                return (txs, true);
+            }
+            bytes += len;
+            txs.push(tx.clone());
+            if txs.len() >= self.cfg.batch_txs_max {
+                return (txs, true);
+            }
+        }
+        (txs, false)
+    }
+
+    /// §4.2: the primary assigns the next seq to `batch`.
+    pub(crate) fn propose(&mut self, batch: Batch) {
+        let (view, seq) = (self.view, self.next_seq);
+        let digest = batch.digest();
+        let payload = PrePrepare { view, seq, digest };
+        let Some(pp) = self.sign_vote(Phase::PrePrepare, view, seq, digest, payload) else {
+            return;
+        };
+        self.next_seq = seq.next();
+        self.broadcast(Message::PrePrepare {
+            pre_prepare: pp.clone(),
+            batch: batch.clone(),
+        });
+        self.accept_pre_prepare(pp, batch);
+    }
+
+    /// Aardvark-style check on the primary: how long transactions we knew
+    /// waited before it proposed them.
+    fn record_propose_delay(&mut self, batch: &Batch) {
+        let start = self.view_entered_ms;
+        let delay = batch
+            .txs
+            .iter()
+            .filter_map(|tx| self.pending_set.get(&tx_hash(tx)))
+            .map(|arrived| self.now_ms.saturating_sub((*arrived).max(start)))
+            .max();
+        if let Some(d) = delay {
+            self.propose_delay_ewma_ms = (3 * self.propose_delay_ewma_ms + d) / 4;
+            self.propose_delay_samples = self.propose_delay_samples.saturating_add(1);
+        }
+    }
+
+    /// Whether the primary of our view looks faulty: it has room to propose
+    /// but leaves a known transaction out too long, or proposes too slowly.
+    pub(crate) fn primary_overdue(&self) -> bool {
+        if self.is_primary() || self.mode != Mode::Normal {
+            return false;
+        }
+        let uncommitted = self.log.range(self.committed.next()..).count() as u64;
+        if uncommitted >= self.cfg.pipeline_max {
+            return false;
+        }
+        let limit = self.cfg.propose_timeout_ms;
+        let start = self.view_entered_ms;
+        let oldest_unproposed = self
+            .pending
+            .iter()
+            .find(|(h, _)| !self.in_flight.contains(h))
+            .and_then(|(h, _)| self.pending_set.get(h))
+            .map(|arrived| self.now_ms.saturating_sub((*arrived).max(start)));
+        let too_old = oldest_unproposed.is_some_and(|age| age > limit);
+        let too_slow = self.propose_delay_samples >= 4 && self.propose_delay_ewma_ms > limit / 2;
+        too_old || too_slow
+    }
+
+    /// Resends what others may have missed: our votes on slots waiting for
+    /// longer than a retransmit period, and our last commit.
+    pub(crate) fn retransmit_normal(&mut self) {
+        let now = self.now_ms;
+        let period = self.cfg.retransmit_ms;
+        let me = self.me;
+        let mut resend = Vec::new();
+        for slot in self.log.range(self.committed.next()..).map(|(_, s)| s) {
+            if now.saturating_sub(slot.since_ms) < period {
+                continue;
+            }
+            if let Some((pp, batch)) = &slot.pre_prepare {
+                if self.cfg.validators.primary(self.view) == me {
+                    resend.push(Message::PrePrepare {
+                        pre_prepare: pp.clone(),
+                        batch: batch.clone(),
+                    });
+                }
+            }
+            if let Some(p) = slot.prepares.get(&me) {
+                resend.push(Message::Prepare(p.clone()));
+            }
+            if let Some(c) = slot.commits.get(&me) {
+                resend.push(Message::Commit(c.clone()));
+            }
+        }
+        // Our last commit, for a while after it: lets a peer that missed the
+        // tail of the log notice that it is behind.
+        if now.saturating_sub(self.last_delivery_ms) < 8 * period {
+            if let Some(c) = self.log.get(&self.committed).and_then(|s| s.commits.get(&me)) {
+                resend.push(Message::Commit(c.clone()));
+            }
+        }
+        for m in resend {
+            self.broadcast(m);
+        }
+    }
+}

@@ -1,0 +1,806 @@
+//! The replica: the state the protocol steps share, the entry point
+//! [`Replica::handle`], and the guard against double-signing.
+
+use crate::message::{verify_view_change_body, VerifyContext};
+use crate::{
+    tx_hash, Batch, CheckpointCertificate, CommitCertificate, CommittedBatch, Message, NewView,
+    PrePrepare, Prepare, PreparedProof, Rejected, SeqNum, Transaction, ValidatorIndex,
+    ValidatorSet, VerifiedMessage, View, ViewChange,
+};
+use phalanx_crypto::{Digest, Keypair, Signed, SignedPayload};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+/// Consensus parameters, shared by every validator through the genesis file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Config {
+    pub chain_id: String,
+    pub validators: ValidatorSet,
+    /// A checkpoint every this many blocks (§4.3).
+    pub checkpoint_interval: u64,
+    /// High watermark = low watermark + this (§4.2); a multiple of the
+    /// checkpoint interval.
+    pub window: u64,
+    /// The primary cuts a batch at this many transactions…
+    pub batch_txs_max: usize,
+    /// …or this many bytes…
+    pub batch_bytes_max: u64,
+    /// …or this long after the first pending transaction arrived.
+    pub batch_delay_ms: u64,
+    /// The most sequence numbers a primary has proposed but not committed.
+    pub pipeline_max: u64,
+    /// A backup that knows a request the primary has not proposed for this
+    /// long suspects the primary (a slow or censoring primary, Aardvark §4).
+    pub propose_timeout_ms: u64,
+    /// Wait this long for a pre-prepared batch to commit, or for a NEW-VIEW,
+    /// before moving to the next view. Doubles while views keep failing.
+    pub view_timeout_ms: u64,
+    pub view_timeout_ms_max: u64,
+    /// How often to resend our uncommitted votes (covers lost messages).
+    pub retransmit_ms: u64,
+    /// The most pending transactions a replica holds.
+    pub pending_txs_max: usize,
+    /// Test-only: a quorum other than `2f + 1`, to show that the checkers
+    /// catch a broken protocol. Refused unless the chain is a test network.
+    #[serde(default)]
+    pub quorum_override: Option<usize>,
+}
+
+/// Why a consensus config is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+impl Config {
+    /// Defaults tuned for a LAN or loopback testnet.
+    pub fn new(chain_id: impl Into<String>, validators: ValidatorSet) -> Config {
+        Config {
+            chain_id: chain_id.into(),
+            validators,
+            checkpoint_interval: 16,
+            window: 64,
+            batch_txs_max: 1024,
+            batch_bytes_max: 512 * 1024,
+            batch_delay_ms: 5,
+            pipeline_max: 8,
+            propose_timeout_ms: 1000,
+            view_timeout_ms: 2000,
+            view_timeout_ms_max: 30_000,
+            retransmit_ms: 500,
+            pending_txs_max: 100_000,
+            quorum_override: None,
+        }
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |field, reason: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                reason: reason.to_string(),
+            })
+        };
+        if self.chain_id.is_empty() || self.chain_id.len() > 64 {
+            return bad("chain_id", "must be 1 to 64 characters");
+        }
+        if self.checkpoint_interval == 0 {
+            return bad("checkpoint_interval", "must be at least 1");
+        }
+        if self.window < 2 * self.checkpoint_interval || self.window % self.checkpoint_interval != 0
+        {
+            return bad(
+                "window",
+                "must be a multiple of checkpoint_interval and at least twice it",
+            );
+        }
+        if self.batch_txs_max == 0 || self.batch_txs_max > crate::BATCH_TXS_MAX {
+            return bad("batch_txs_max", "must be between 1 and 8192");
+        }
+        if self.pipeline_max == 0 || self.pipeline_max > self.window {
+            return bad("pipeline_max", "must be between 1 and window");
+        }
+        if self.view_timeout_ms == 0 || self.view_timeout_ms_max < self.view_timeout_ms {
+            return bad("view_timeout_ms", "must be positive and at most view_timeout_ms_max");
+        }
+        if self.propose_timeout_ms == 0 || self.retransmit_ms == 0 {
+            return bad("propose_timeout_ms", "timeouts must be positive");
+        }
+        Ok(())
+    }
+
+    pub(crate) fn quorum(&self) -> usize {
+        self.quorum_override.unwrap_or_else(|| self.validators.quorum())
+    }
+}
+
+/// The three vote phases, and the others a validator signs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Phase {
+    PrePrepare,
+    Prepare,
+    Commit,
+}
+
+/// A durable record the replica needs to restart without contradicting
+/// itself. The node writes them synced before carrying out later outputs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WalEntry {
+    /// We signed `phase` for `(view, seq, digest)`: never sign another digest.
+    Voted {
+        phase: Phase,
+        view: View,
+        seq: SeqNum,
+        digest: Digest,
+    },
+    /// The pre-prepare and batch we accepted (or proposed) for a slot.
+    Accepted {
+        pre_prepare: Signed<PrePrepare>,
+        batch: Batch,
+    },
+    /// We hold a prepared certificate: it must survive into view changes.
+    Prepared(PreparedProof),
+    /// We left for `view` (sent VIEW-CHANGE) or entered it (NEW-VIEW).
+    View { view: View, entered: bool },
+    /// A stable checkpoint.
+    Stable(CheckpointCertificate),
+}
+
+impl WalEntry {
+    /// The sequence number the entry belongs to; `None` for view records,
+    /// which are kept until replaced.
+    pub fn seq(&self) -> Option<SeqNum> {
+        match self {
+            WalEntry::Voted { seq, .. } => Some(*seq),
+            WalEntry::Accepted { pre_prepare, .. } => Some(pre_prepare.payload.seq),
+            WalEntry::Prepared(p) => Some(p.pre_prepare.payload.seq),
+            WalEntry::View { .. } | WalEntry::Stable(_) => None,
+        }
+    }
+}
+
+/// Timers the replica asks its driver to run. Setting one replaces it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Timer {
+    /// The primary cuts a batch.
+    Batch,
+    /// Progress is overdue: move to the next view.
+    Progress,
+    /// Resend our uncommitted votes.
+    Retransmit,
+    /// Reserved for traitor behaviours that delay their output.
+    Traitor,
+}
+
+/// Proof that one validator signed two different things for one
+/// `(view, seq, phase)`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub validator: phalanx_crypto::PublicKey,
+    pub phase: Phase,
+    pub view: View,
+    pub seq: SeqNum,
+    pub first: Message,
+    pub second: Message,
+}
+
+/// Something worth a log line or a metric.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    ViewChangeStarted { to: View },
+    NewViewEntered { view: View, primary: ValidatorIndex },
+    CheckpointStable { seq: SeqNum },
+    CatchingUp { from: SeqNum, to: SeqNum },
+    /// Our executed state at `seq` differs from a checkpoint quorum's.
+    StateDiverged { seq: SeqNum },
+    /// We suspect the primary of our view.
+    PrimarySuspected { view: View, reason: &'static str },
+}
+
+/// What the replica is told.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// A verified message from a peer.
+    Message(VerifiedMessage),
+    /// Client transactions, already checked (signature, chain, size) by the
+    /// mempool, in arrival order.
+    Transactions(Vec<Transaction>),
+    /// A timer fired.
+    Timer(Timer),
+    /// The driver executed the committed block `seq`.
+    Executed {
+        seq: SeqNum,
+        block_hash: Digest,
+        state_root: Digest,
+    },
+}
+
+/// What the replica asks its driver to do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Write durably (synced) before carrying out anything after it.
+    Persist(WalEntry),
+    /// Records below this seq are no longer needed.
+    PruneWal { below: SeqNum },
+    Send { to: ValidatorIndex, message: Message },
+    /// To every other validator.
+    Broadcast(Message),
+    /// Execute and store the next block, in seq order, exactly once.
+    Commit(CommittedBatch),
+    /// A peer asked for committed blocks: serve them from storage.
+    ServeCatchUp {
+        to: ValidatorIndex,
+        from: SeqNum,
+        to_seq: SeqNum,
+    },
+    SetTimer { timer: Timer, at_ms: u64 },
+    Evidence(Box<Evidence>),
+    Rejected { from: ValidatorIndex, reason: Rejected },
+    Event(Event),
+}
+
+/// Where the replica is in the view-change protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Normal,
+    /// Sent VIEW-CHANGE for `view`, waiting for its NEW-VIEW.
+    ViewChanging,
+}
+
+/// One sequence number's progress in the current view.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Slot {
+    pub pre_prepare: Option<(Signed<PrePrepare>, Batch)>,
+    pub prepares: BTreeMap<ValidatorIndex, Signed<Prepare>>,
+    pub commits: BTreeMap<ValidatorIndex, Signed<crate::Commit>>,
+    pub prepared: bool,
+    pub committed: bool,
+    /// When this slot was first touched, for retransmission.
+    pub since_ms: u64,
+}
+
+impl Slot {
+    pub fn digest(&self) -> Option<Digest> {
+        self.pre_prepare.as_ref().map(|(pp, _)| pp.payload.digest)
+    }
+}
+
+/// A PBFT replica. See the crate documentation.
+pub struct Replica {
+    pub(crate) cfg: Config,
+    pub(crate) key: Keypair,
+    pub(crate) me: ValidatorIndex,
+    pub(crate) now_ms: u64,
+    pub(crate) out: Vec<Output>,
+
+    pub(crate) view: View,
+    pub(crate) mode: Mode,
+    /// Slots of the current view, by seq, above the low watermark.
+    pub(crate) log: BTreeMap<SeqNum, Slot>,
+    /// Best prepared certificate per seq across views (the set P, §4.4).
+    pub(crate) prepared: BTreeMap<SeqNum, PreparedProof>,
+    /// Our signed votes: (view, seq, phase) → digest. Never contradicted.
+    pub(crate) guard: BTreeMap<(View, SeqNum, Phase), Digest>,
+
+    /// Highest seq handed out as a Commit output.
+    pub(crate) committed: SeqNum,
+    /// Highest seq the driver reported executed, with its block hash.
+    pub(crate) executed: SeqNum,
+    /// The primary's next seq to assign.
+    pub(crate) next_seq: SeqNum,
+
+    pub(crate) stable: Option<CheckpointCertificate>,
+    /// Our own checkpoint per seq: (block hash, state root).
+    pub(crate) own_checkpoints: BTreeMap<SeqNum, (Digest, Digest)>,
+    /// Checkpoint votes by seq, then by signer.
+    pub(crate) checkpoint_votes:
+        BTreeMap<SeqNum, BTreeMap<ValidatorIndex, Signed<crate::Checkpoint>>>,
+
+    /// VIEW-CHANGE messages by target view, then sender.
+    pub(crate) view_changes: BTreeMap<View, BTreeMap<ValidatorIndex, Signed<ViewChange>>>,
+    /// The NEW-VIEW we entered the current view with (None in view 0).
+    pub(crate) new_view: Option<Signed<NewView>>,
+    /// Consecutive failed views: the view timeout is base × 2^this.
+    pub(crate) failed_views: u32,
+    /// When the progress timer fires, or `None` when nothing is awaited.
+    pub(crate) progress_deadline: Option<u64>,
+    pub(crate) batch_deadline: Option<u64>,
+    pub(crate) retransmit_armed: bool,
+    /// Highest view seen in f + 1 distinct validators' messages, per sender.
+    pub(crate) peer_views: BTreeMap<ValidatorIndex, View>,
+
+    /// Transactions known but not yet committed, in arrival order.
+    pub(crate) pending: VecDeque<(Digest, Transaction)>,
+    /// Pending transaction hashes with their arrival time.
+    pub(crate) pending_set: BTreeMap<Digest, u64>,
+    /// Transactions in batches pre-prepared but not committed.
+    pub(crate) in_flight: BTreeSet<Digest>,
+    /// When we entered the current view (proposal delays count from here).
+    pub(crate) view_entered_ms: u64,
+    /// Smoothed delay from first seeing a transaction to its pre-prepare,
+    /// and how many samples it holds (Aardvark-style slow-primary check).
+    pub(crate) propose_delay_ewma_ms: u64,
+    pub(crate) propose_delay_samples: u32,
+    /// When we last handed out a Commit, and the highest seq peers vote on.
+    pub(crate) last_delivery_ms: u64,
+    pub(crate) highest_seen: SeqNum,
+
+    /// The first signed vote seen per (signer, view, seq, phase), for evidence.
+    pub(crate) seen_votes: BTreeMap<(ValidatorIndex, View, SeqNum, Phase), Message>,
+    /// Validators already reported, per (view, seq, phase).
+    pub(crate) reported: BTreeSet<(ValidatorIndex, View, SeqNum, Phase)>,
+    /// The catch-up target and when we last asked.
+    pub(crate) catch_up_target: Option<SeqNum>,
+    pub(crate) catch_up_asked_ms: Option<u64>,
+    pub(crate) catch_up_peer: u16,
+    /// Committed batches received out of order during catch-up.
+    pub(crate) catch_up_buffer: BTreeMap<SeqNum, CommittedBatch>,
+}
+
+impl Replica {
+    /// A fresh replica at genesis.
+    pub fn new(cfg: Config, key: Keypair) -> Result<Replica, ConfigError> {
+        Self::restore(cfg, key, Vec::new(), SeqNum(0))
+    }
+
+    /// A replica rebuilt from its write-ahead records and the height of the
+    /// last block its driver stored. It never signs anything that
+    /// contradicts a recorded vote.
+    pub fn restore(
+        cfg: Config,
+        key: Keypair,
+        wal: Vec<WalEntry>,
+        committed: SeqNum,
+    ) -> Result<Replica, ConfigError> {
+        cfg.validate()?;
+        let me = cfg
+            .validators
+            .index_of(&key.public())
+            .ok_or_else(|| ConfigError::Invalid {
+                field: "key",
+                reason: format!("{} is not a genesis validator", key.public()),
+            })?;
+        let mut r = Replica {
+            cfg,
+            key,
+            me,
+            now_ms: 0,
+            out: Vec::new(),
+            view: View(0),
+            mode: Mode::Normal,
+            log: BTreeMap::new(),
+            prepared: BTreeMap::new(),
+            guard: BTreeMap::new(),
+            committed,
+            executed: committed,
+            next_seq: committed.next(),
+            stable: None,
+            own_checkpoints: BTreeMap::new(),
+            checkpoint_votes: BTreeMap::new(),
+            view_changes: BTreeMap::new(),
+            new_view: None,
+            failed_views: 0,
+            progress_deadline: None,
+            batch_deadline: None,
+            retransmit_armed: false,
+            peer_views: BTreeMap::new(),
+            pending: VecDeque::new(),
+            pending_set: BTreeMap::new(),
+            in_flight: BTreeSet::new(),
+            view_entered_ms: 0,
+            propose_delay_ewma_ms: 0,
+            propose_delay_samples: 0,
+            last_delivery_ms: 0,
+            highest_seen: committed,
+            seen_votes: BTreeMap::new(),
+            reported: BTreeSet::new(),
+            catch_up_target: None,
+            catch_up_asked_ms: None,
+            catch_up_peer: 0,
+            catch_up_buffer: BTreeMap::new(),
+        };
+        r.replay_wal(wal);
+        Ok(r)
+    }
+
+    fn replay_wal(&mut self, wal: Vec<WalEntry>) {
+        let mut entered = View(0);
+        let mut left = View(0);
+        let mut accepted = Vec::new();
+        for entry in wal {
+            match entry {
+                WalEntry::Voted {
+                    phase,
+                    view,
+                    seq,
+                    digest,
+                } => {
+                    self.guard.insert((view, seq, phase), digest);
+                }
+                WalEntry::Accepted { pre_prepare, batch } => accepted.push((pre_prepare, batch)),
+                WalEntry::Prepared(p) => self.keep_prepared(p),
+                WalEntry::View { view, entered: e } => {
+                    if e {
+                        entered = entered.max(view);
+                    } else {
+                        left = left.max(view);
+                    }
+                }
+                WalEntry::Stable(cert) => {
+                    if self.stable.as_ref().is_none_or(|s| s.seq < cert.seq) {
+                        self.stable = Some(cert);
+                    }
+                }
+            }
+        }
+        self.view = entered.max(left);
+        self.mode = if left > entered {
+            Mode::ViewChanging
+        } else {
+            Mode::Normal
+        };
+        let low = self.low();
+        self.prepared.retain(|seq, _| *seq > low);
+        if self.mode == Mode::Normal {
+            for (pp, batch) in accepted {
+                let (view, seq) = (pp.payload.view, pp.payload.seq);
+                if view == self.view && seq > low {
+                    self.in_flight.extend(batch.txs.iter().map(tx_hash));
+                    self.log.entry(seq).or_default().pre_prepare = Some((pp, batch));
+                }
+            }
+        }
+        // A primary never re-assigns a seq it pre-prepared in this view.
+        let proposed_here = self
+            .guard
+            .keys()
+            .filter(|(v, _, phase)| *v == self.view && *phase == Phase::PrePrepare)
+            .map(|(_, seq, _)| *seq)
+            .max()
+            .unwrap_or(SeqNum(0));
+        self.next_seq = self.committed.max(proposed_here).max(low).next();
+    }
+
+    /// The single entry point. `now_ms` is monotonic time from the driver.
+    pub fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Output> {
+        self.now_ms = self.now_ms.max(now_ms);
+        if !self.retransmit_armed {
+            self.retransmit_armed = true;
+            self.set_timer(Timer::Retransmit, self.now_ms + self.cfg.retransmit_ms);
+        }
+        match input {
+            Input::Message(m) => self.on_message(m),
+            Input::Transactions(txs) => self.on_transactions(txs),
+            Input::Timer(t) => self.on_timer(t),
+            Input::Executed {
+                seq,
+                block_hash,
+                state_root,
+            } => self.on_executed(seq, block_hash, state_root),
+        }
+        self.maybe_propose();
+        std::mem::take(&mut self.out)
+    }
+
+    fn on_message(&mut self, m: VerifiedMessage) {
+        let from = m.from;
+        let result = match m.into_message() {
+            Message::PrePrepare { pre_prepare, batch } => {
+                self.on_pre_prepare(from, pre_prepare, batch)
+            }
+            Message::Prepare(p) => self.on_prepare(from, p),
+            Message::Commit(c) => self.on_commit(from, c),
+            Message::Checkpoint(c) => self.on_checkpoint(from, c),
+            Message::ViewChange(vc) => self.on_view_change(from, vc),
+            Message::NewView(nv) => self.on_new_view(from, nv),
+            Message::NewViewRequest(r) => self.on_new_view_request(from, r),
+            Message::CatchUpRequest(r) => self.on_catch_up_request(from, r),
+            Message::CatchUpResponse(blocks) => self.on_catch_up_response(from, blocks),
+        };
+        if let Err(reason) = result {
+            self.out.push(Output::Rejected { from, reason });
+        }
+    }
+
+    fn on_timer(&mut self, timer: Timer) {
+        match timer {
+            Timer::Batch => {
+                self.batch_deadline = None;
+                self.maybe_propose_now(true);
+            }
+            Timer::Progress => {
+                if self.progress_deadline.is_some_and(|d| d <= self.now_ms) {
+                    self.progress_deadline = None;
+                    self.on_progress_timeout();
+                }
+            }
+            Timer::Retransmit => {
+                self.set_timer(Timer::Retransmit, self.now_ms + self.cfg.retransmit_ms);
+                self.retransmit_normal();
+                self.retransmit_view_change();
+                self.check_behind();
+                self.sync_view();
+                self.check_primary();
+            }
+            Timer::Traitor => {}
+        }
+    }
+
+    fn on_transactions(&mut self, txs: Vec<Transaction>) {
+        for tx in txs {
+            if self.pending.len() >= self.cfg.pending_txs_max {
+                break;
+            }
+            let hash = tx_hash(&tx);
+            if self.in_flight.contains(&hash) || self.pending_set.contains_key(&hash) {
+                continue;
+            }
+            self.pending_set.insert(hash, self.now_ms);
+            self.pending.push_back((hash, tx));
+        }
+    }
+
+    // ---- accessors for drivers, tests and checkers ----
+
+    pub fn id(&self) -> ValidatorIndex {
+        self.me
+    }
+
+    pub fn view(&self) -> View {
+        self.view
+    }
+
+    pub fn is_view_changing(&self) -> bool {
+        self.mode == Mode::ViewChanging
+    }
+
+    pub fn primary(&self) -> ValidatorIndex {
+        self.cfg.validators.primary(self.view)
+    }
+
+    pub fn is_primary(&self) -> bool {
+        self.primary() == self.me
+    }
+
+    pub fn committed(&self) -> SeqNum {
+        self.committed
+    }
+
+    pub fn low_watermark(&self) -> SeqNum {
+        self.low()
+    }
+
+    pub fn pending_len(&self) -> usize {
+        self.pending.len()
+    }
+
+    pub fn is_catching_up(&self) -> bool {
+        self.catch_up_target.is_some_and(|t| t > self.committed)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn stable_checkpoint(&self) -> Option<&CheckpointCertificate> {
+        self.stable.as_ref()
+    }
+
+    // ---- shared helpers for the protocol modules ----
+
+    pub(crate) fn low(&self) -> SeqNum {
+        self.stable.as_ref().map(|c| c.seq).unwrap_or(SeqNum(0))
+    }
+
+    pub(crate) fn high(&self) -> SeqNum {
+        SeqNum(self.low().0 + self.cfg.window)
+    }
+
+    pub(crate) fn in_window(&self, seq: SeqNum) -> bool {
+        seq > self.low() && seq <= self.high()
+    }
+
+    pub(crate) fn set_timer(&mut self, timer: Timer, at_ms: u64) {
+        self.out.push(Output::SetTimer { timer, at_ms });
+    }
+
+    pub(crate) fn emit(&mut self, event: Event) {
+        self.out.push(Output::Event(event));
+    }
+
+    pub(crate) fn broadcast(&mut self, message: Message) {
+        self.out.push(Output::Broadcast(message));
+    }
+
+    pub(crate) fn send(&mut self, to: ValidatorIndex, message: Message) {
+        if to != self.me {
+            self.out.push(Output::Send { to, message });
+        }
+    }
+
+    pub(crate) fn verify_ctx(&self) -> VerifyContext<'_> {
+        VerifyContext {
+            chain_id: &self.cfg.chain_id,
+            validators: &self.cfg.validators,
+            known_good_txs: None,
+        }
+    }
+
+    pub(crate) fn index_of(&self, key: &phalanx_crypto::PublicKey) -> Option<ValidatorIndex> {
+        self.cfg.validators.index_of(key)
+    }
+
+    /// Signs a vote unless that would contradict an earlier one; records it
+    /// (Persist output) before the caller sends it.
+    pub(crate) fn sign_vote<M: SignedPayload>(
+        &mut self,
+        phase: Phase,
+        view: View,
+        seq: SeqNum,
+        digest: Digest,
+        payload: M,
+    ) -> Option<Signed<M>> {
+        match self.guard.get(&(view, seq, phase)) {
+            Some(d) if *d != digest => {
+                // Our own logic asked to contradict a recorded vote. Refusing
+                // keeps us safe; it can only follow from a restart that lost
+                // volatile state, never from honest operation.
+                return None;
+            }
+            Some(_) => {}
+            None => {
+                self.guard.insert((view, seq, phase), digest);
+                self.out.push(Output::Persist(WalEntry::Voted {
+                    phase,
+                    view,
+                    seq,
+                    digest,
+                }));
+            }
+        }
+        Some(Signed::sign(payload, &self.key, &self.cfg.chain_id))
+    }
+
+    pub(crate) fn sign<M: SignedPayload>(&self, payload: M) -> Signed<M> {
+        Signed::sign(payload, &self.key, &self.cfg.chain_id)
+    }
+
+    pub(crate) fn keep_prepared(&mut self, p: PreparedProof) {
+        let seq = p.pre_prepare.payload.seq;
+        let view = p.pre_prepare.payload.view;
+        if self
+            .prepared
+            .get(&seq)
+            .is_none_or(|old| old.pre_prepare.payload.view < view)
+        {
+            self.prepared.insert(seq, p);
+        }
+    }
+
+    /// The current view timeout: base × 2^failed views, capped.
+    pub(crate) fn view_timeout_ms(&self) -> u64 {
+        let factor = 1u64 << self.failed_views.min(20);
+        self.cfg
+            .view_timeout_ms
+            .saturating_mul(factor)
+            .min(self.cfg.view_timeout_ms_max)
+    }
+
+    /// Arms the progress timer if something is awaited and it is not armed.
+    pub(crate) fn arm_progress_timer(&mut self) {
+        if self.progress_deadline.is_some() {
+            return;
+        }
+        let awaiting = self.log.values().any(|s| s.pre_prepare.is_some() && !s.committed)
+            || self.mode == Mode::ViewChanging;
+        if awaiting {
+            let at = self.now_ms + self.view_timeout_ms();
+            self.progress_deadline = Some(at);
+            self.set_timer(Timer::Progress, at);
+        }
+    }
+
+    /// Restarts the progress timer after progress.
+    pub(crate) fn reset_progress_timer(&mut self) {
+        self.progress_deadline = None;
+        self.arm_progress_timer();
+    }
+
+    /// Records a vote for evidence; returns evidence if it conflicts with
+    /// one seen before from the same signer.
+    pub(crate) fn note_vote(
+        &mut self,
+        signer: ValidatorIndex,
+        view: View,
+        seq: SeqNum,
+        phase: Phase,
+        digest: Digest,
+        message: Message,
+    ) {
+        if seq <= self.low() {
+            return;
+        }
+        let key = (signer, view, seq, phase);
+        match self.seen_votes.get(&key) {
+            None => {
+                self.seen_votes.insert(key, message);
+            }
+            Some(first) if vote_digest(first) != Some(digest) => {
+                if self.reported.insert(key) {
+                    let validator = *self.cfg.validators.key(signer).expect("known signer");
+                    self.out.push(Output::Evidence(Box::new(Evidence {
+                        validator,
+                        phase,
+                        view,
+                        seq,
+                        first: first.clone(),
+                        second: message,
+                    })));
+                }
+            }
+            Some(_) => {}
+        }
+    }
+
+    /// Drops everything at or below a new low watermark (§4.3).
+    pub(crate) fn collect_garbage(&mut self, low: SeqNum) {
+        self.log.retain(|s, _| *s > low);
+        self.prepared.retain(|s, _| *s > low);
+        self.guard.retain(|(_, s, _), _| *s > low);
+        self.seen_votes.retain(|(_, _, s, _), _| *s > low);
+        self.reported.retain(|(_, _, s, _)| *s > low);
+        self.own_checkpoints.retain(|s, _| *s >= low);
+        self.checkpoint_votes.retain(|s, _| *s > low);
+        self.catch_up_buffer.retain(|s, _| *s > self.committed);
+        self.out.push(Output::PruneWal { below: low.next() });
+    }
+
+    /// Checks a VIEW-CHANGE body again (used when recomputing NEW-VIEW).
+    pub(crate) fn view_change_valid(&self, vc: &ViewChange) -> bool {
+        verify_view_change_body(vc, &self.verify_ctx()).is_ok()
+    }
+
+    /// For tests: the digest this replica signed for a vote, if any.
+    pub fn signed_vote(&self, view: View, seq: SeqNum, phase: Phase) -> Option<Digest> {
+        self.guard.get(&(view, seq, phase)).copied()
+    }
+
+    pub(crate) fn certificate_for(&self, seq: SeqNum) -> Option<CommitCertificate> {
+        let slot = self.log.get(&seq)?;
+        let digest = slot.digest()?;
+        let votes: Vec<_> = slot
+            .commits
+            .values()
+            .filter(|c| c.payload.digest == digest && c.payload.view == self.view)
+            .cloned()
+            .collect();
+        Some(CommitCertificate {
+            view: self.view,
+            seq,
+            batch_digest: digest,
+            votes,
+        })
+    }
+}
+
+/// The digest a vote message refers to.
+pub(crate) fn vote_digest(m: &Message) -> Option<Digest> {
+    match m {
+        Message::PrePrepare { pre_prepare, .. } => Some(pre_prepare.payload.digest),
+        Message::Prepare(p) => Some(p.payload.digest),
+        Message::Commit(c) => Some(c.payload.digest),
+        _ => None,
+    }
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("me", &self.me)
+            .field("view", &self.view)
+            .field("mode", &self.mode)
+            .field("committed", &self.committed)
+            .field("low", &self.low())
+            .finish()
+    }
+}
