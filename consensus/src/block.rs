@@ -32,7 +32,11 @@ impl Batch {
     /// The digest votes refer to: over the transaction root, the count and
     /// the timestamp.
     pub fn digest(&self) -> Digest {
-        batch_digest(&merkle::root(&self.tx_hashes()), self.txs.len() as u64, self.timestamp_ms)
+        batch_digest(
+            &merkle::root(&self.tx_hashes()),
+            self.txs.len() as u64,
+            self.timestamp_ms,
+        )
     }
 }
 
@@ -41,7 +45,11 @@ impl Batch {
 pub fn batch_digest(tx_root: &Digest, tx_count: u64, timestamp_ms: u64) -> Digest {
     Digest::of_parts(
         HashDomain::Batch,
-        &[&tx_root.0, &tx_count.to_le_bytes(), &timestamp_ms.to_le_bytes()],
+        &[
+            &tx_root.0,
+            &tx_count.to_le_bytes(),
+            &timestamp_ms.to_le_bytes(),
+        ],
     )
 }
 
@@ -62,7 +70,10 @@ pub struct BlockHeader {
 
 impl BlockHeader {
     pub fn hash(&self) -> Digest {
-        Digest::of(HashDomain::BlockHeader, &phalanx_crypto::codec::encode(self))
+        Digest::of(
+            HashDomain::BlockHeader,
+            &phalanx_crypto::codec::encode(self),
+        )
     }
 
     /// Whether `batch_digest` follows from the header's own fields.

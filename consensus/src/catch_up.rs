@@ -53,7 +53,10 @@ impl Replica {
         let to = SeqNum(target.0.min(self.committed.0 + CATCH_UP_BLOCKS_MAX as u64));
         let request = self.sign(CatchUpRequest { from, to });
         self.emit(Event::CatchingUp { from, to });
-        self.send(ValidatorIndex(self.catch_up_peer), Message::CatchUpRequest(request));
+        self.send(
+            ValidatorIndex(self.catch_up_peer),
+            Message::CatchUpRequest(request),
+        );
     }
 
     /// A peer wants blocks: the driver serves them from storage.

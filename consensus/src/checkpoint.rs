@@ -7,7 +7,9 @@
 //! have not reached tells us we are behind and starts a catch-up.
 
 use crate::replica::{Event, Output};
-use crate::{Checkpoint, CheckpointCertificate, Message, Rejected, Replica, SeqNum, ValidatorIndex, WalEntry};
+use crate::{
+    Checkpoint, CheckpointCertificate, Message, Rejected, Replica, SeqNum, ValidatorIndex, WalEntry,
+};
 use phalanx_crypto::{Digest, Signed};
 
 /// How far above our window we keep checkpoint votes, in windows.
@@ -18,9 +20,12 @@ impl Replica {
         if seq <= self.executed {
             return;
         }
-        assert!(seq <= self.committed, "executed a block that was not committed");
+        assert!(
+            seq <= self.committed,
+            "executed a block that was not committed"
+        );
         self.executed = seq;
-        if seq.0 % self.cfg.checkpoint_interval != 0 {
+        if !seq.0.is_multiple_of(self.cfg.checkpoint_interval) {
             return;
         }
         self.own_checkpoints.insert(seq, (block_hash, state_root));
@@ -46,7 +51,7 @@ impl Replica {
             .index_of(&c.signer)
             .ok_or(Rejected::UnknownSigner { what: "checkpoint" })?;
         let seq = c.payload.seq;
-        if seq.0 % self.cfg.checkpoint_interval != 0 || seq.0 == 0 {
+        if !seq.0.is_multiple_of(self.cfg.checkpoint_interval) || seq.0 == 0 {
             return Err(Rejected::Malformed {
                 reason: format!("checkpoint at {seq}, not a checkpoint height"),
             });
@@ -126,7 +131,8 @@ impl Replica {
             return;
         }
         let seq = cert.seq;
-        self.out.push(Output::Persist(WalEntry::Stable(cert.clone())));
+        self.out
+            .push(Output::Persist(WalEntry::Stable(cert.clone())));
         self.stable = Some(cert);
         self.collect_garbage(seq);
         self.emit(Event::CheckpointStable { seq });

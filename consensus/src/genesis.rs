@@ -161,11 +161,11 @@ impl Genesis {
         if self.total_supply() > u64::MAX as u128 {
             return bad("accounts", "total supply does not fit in 64 bits".into());
         }
-        self.consensus_config()
-            .validate()
-            .map_err(|crate::ConfigError::Invalid { field, reason }| GenesisError {
+        self.consensus_config().validate().map_err(
+            |crate::ConfigError::Invalid { field, reason }| GenesisError {
                 field: format!("consensus.{field}"),
                 reason,
-            })
+            },
+        )
     }
 }

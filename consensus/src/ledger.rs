@@ -165,8 +165,17 @@ impl MemoryLedger {
 
     /// Executes the next committed batch and returns its block.
     pub fn apply(&mut self, chain_id: &str, committed: &CommittedBatch) -> Block {
-        assert_eq!(committed.certificate.seq.0, self.height + 1, "blocks apply in order");
-        let execution = execute(&self.accounts, &self.state_root, chain_id, &committed.batch.txs);
+        assert_eq!(
+            committed.certificate.seq.0,
+            self.height + 1,
+            "blocks apply in order"
+        );
+        let execution = execute(
+            &self.accounts,
+            &self.state_root,
+            chain_id,
+            &committed.batch.txs,
+        );
         let block = make_block(self.last_hash, committed, &execution);
         self.accounts.extend(execution.changes);
         self.state_root = execution.state_root;
@@ -204,7 +213,13 @@ mod tests {
         let alice = Keypair::insecure_from_label("alice");
         let bob = Keypair::insecure_from_label("bob");
         let mut state = BTreeMap::new();
-        state.insert(alice.address(), Account { balance: 100, nonce: 0 });
+        state.insert(
+            alice.address(),
+            Account {
+                balance: 100,
+                nonce: 0,
+            },
+        );
         let txs = vec![
             transfer(&alice, bob.address(), 30, 0),
             transfer(&alice, bob.address(), 30, 0),
@@ -218,8 +233,14 @@ mod tests {
         use TxFailure::*;
         let want = vec![
             TxResult::Executed,
-            TxResult::Failed(BadNonce { expected: 1, got: 0 }),
-            TxResult::Failed(InsufficientBalance { balance: 70, amount: 80 }),
+            TxResult::Failed(BadNonce {
+                expected: 1,
+                got: 0,
+            }),
+            TxResult::Failed(InsufficientBalance {
+                balance: 70,
+                amount: 80,
+            }),
             TxResult::Failed(SelfTransfer),
             TxResult::Failed(ZeroAmount),
             TxResult::Executed,
@@ -237,7 +258,13 @@ mod tests {
     fn state_root_depends_on_history() {
         let alice = Keypair::insecure_from_label("alice");
         let mut state = BTreeMap::new();
-        state.insert(alice.address(), Account { balance: 5, nonce: 0 });
+        state.insert(
+            alice.address(),
+            Account {
+                balance: 5,
+                nonce: 0,
+            },
+        );
         let txs = vec![transfer(&alice, Address([1; 20]), 1, 0)];
         let a = execute(&state, &Digest::ZERO, "c", &txs);
         let b = execute(&state, &Digest::sha256(b"other"), "c", &txs);

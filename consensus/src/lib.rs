@@ -42,8 +42,8 @@ pub use genesis::{ConsensusParams, Genesis, GenesisAccount, GenesisError, Genesi
 pub use ids::{SeqNum, ValidatorIndex, View};
 pub use message::{
     verify_batch, verify_committed, verify_message, CatchUpRequest, Checkpoint, Commit,
-    CommittedBatch, Message, NewView, NewViewRequest, PrePrepare, Prepare, PreparedProof,
-    Rejected, VerifiedMessage, VerifyContext, ViewChange, BATCH_TXS_MAX, CATCH_UP_BLOCKS_MAX,
+    CommittedBatch, Message, NewView, NewViewRequest, PrePrepare, Prepare, PreparedProof, Rejected,
+    VerifiedMessage, VerifyContext, ViewChange, BATCH_TXS_MAX, CATCH_UP_BLOCKS_MAX,
     MESSAGE_BYTES_MAX,
 };
 pub use replica::{

@@ -183,11 +183,6 @@ impl VerifiedMessage {
     pub fn into_message(self) -> Message {
         self.message
     }
-
-    /// For messages this replica signed itself, which need no checking.
-    pub(crate) fn own(from: ValidatorIndex, message: Message) -> VerifiedMessage {
-        VerifiedMessage { from, message }
-    }
 }
 
 /// Why a message or one of its parts was refused. Counted by reason.
@@ -212,7 +207,11 @@ pub enum Rejected {
     #[error("view {view} is ahead of the current view {current}")]
     FutureView { view: View, current: View },
     #[error("seq {seq} is outside the window ({low}, {high}]")]
-    OutsideWindow { seq: SeqNum, low: SeqNum, high: SeqNum },
+    OutsideWindow {
+        seq: SeqNum,
+        low: SeqNum,
+        high: SeqNum,
+    },
     #[error("pre-prepare from {from:?}, who is not the primary of view {view}")]
     NotPrimary { from: ValidatorIndex, view: View },
     #[error("a different pre-prepare for ({view}, {seq}) was already accepted")]
@@ -276,7 +275,11 @@ fn check_one<M: SignedPayload + Clone>(
 
 /// Checks a batch: size, every transaction's chain id and signature, and
 /// that it hashes to `claimed`.
-pub fn verify_batch(batch: &Batch, claimed: &Digest, ctx: &VerifyContext<'_>) -> Result<(), Rejected> {
+pub fn verify_batch(
+    batch: &Batch,
+    claimed: &Digest,
+    ctx: &VerifyContext<'_>,
+) -> Result<(), Rejected> {
     if batch.txs.len() > BATCH_TXS_MAX {
         return Err(Rejected::BatchTooLarge {
             txs: batch.txs.len(),
@@ -338,7 +341,9 @@ fn verify_prepared(p: &PreparedProof, ctx: &VerifyContext<'_>) -> Result<(), Rej
     check_one(&p.pre_prepare, "prepared pre-prepare", ctx)?;
     let pp = &p.pre_prepare.payload;
     if ctx.validators.index_of(&p.pre_prepare.signer) != Some(ctx.validators.primary(pp.view)) {
-        return Err(invalid("prepared pre-prepare not signed by that view's primary"));
+        return Err(invalid(
+            "prepared pre-prepare not signed by that view's primary",
+        ));
     }
     verify_batch(&p.batch, &pp.digest, ctx)?;
     let want = Prepare {
@@ -359,7 +364,9 @@ fn verify_prepared(p: &PreparedProof, ctx: &VerifyContext<'_>) -> Result<(), Rej
         signers.insert(prepare.signer);
     }
     if signers.len() < 2 * ctx.validators.f() {
-        return Err(invalid("prepared proof has fewer than 2f distinct prepares"));
+        return Err(invalid(
+            "prepared proof has fewer than 2f distinct prepares",
+        ));
     }
     Ok(())
 }

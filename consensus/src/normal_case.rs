@@ -2,12 +2,12 @@
 //! delivery of committed batches. The primary pipelines up to
 //! `pipeline_max` sequence numbers inside the watermark window.
 
+use crate::replica::Output;
 use crate::replica::{Mode, Phase, Slot};
 use crate::{
-    tx_hash, Batch, Commit, CommittedBatch, Message, PrePrepare, Prepare,
-    PreparedProof, Rejected, Replica, SeqNum, ValidatorIndex, View, WalEntry,
+    tx_hash, Batch, Commit, CommittedBatch, Message, PrePrepare, Prepare, PreparedProof, Rejected,
+    Replica, SeqNum, ValidatorIndex, View, WalEntry,
 };
-use crate::replica::Output;
 use phalanx_crypto::Signed;
 
 impl Replica {
@@ -125,7 +125,14 @@ impl Replica {
         let signer = self
             .index_of(&p.signer)
             .ok_or(Rejected::UnknownSigner { what: "prepare" })?;
-        self.note_vote(signer, view, seq, Phase::Prepare, digest, Message::Prepare(p.clone()));
+        self.note_vote(
+            signer,
+            view,
+            seq,
+            Phase::Prepare,
+            digest,
+            Message::Prepare(p.clone()),
+        );
         self.check_view_and_window(from, view, seq)?;
         if signer == self.cfg.validators.primary(view) {
             return Err(Rejected::Malformed {
@@ -142,12 +149,23 @@ impl Replica {
         Ok(())
     }
 
-    pub(crate) fn on_commit(&mut self, from: ValidatorIndex, c: Signed<Commit>) -> Result<(), Rejected> {
+    pub(crate) fn on_commit(
+        &mut self,
+        from: ValidatorIndex,
+        c: Signed<Commit>,
+    ) -> Result<(), Rejected> {
         let Commit { view, seq, digest } = c.payload.clone();
         let signer = self
             .index_of(&c.signer)
             .ok_or(Rejected::UnknownSigner { what: "commit" })?;
-        self.note_vote(signer, view, seq, Phase::Commit, digest, Message::Commit(c.clone()));
+        self.note_vote(
+            signer,
+            view,
+            seq,
+            Phase::Commit,
+            digest,
+            Message::Commit(c.clone()),
+        );
         if seq <= self.committed && view <= self.view {
             return Ok(()); // already delivered; a late or repeated vote
         }
@@ -167,7 +185,9 @@ impl Replica {
     fn check_prepared(&mut self, seq: SeqNum) {
         let quorum = self.cfg.quorum();
         let view = self.view;
-        let Some(slot) = self.log.get(&seq) else { return };
+        let Some(slot) = self.log.get(&seq) else {
+            return;
+        };
         if slot.prepared {
             return;
         }
@@ -190,7 +210,8 @@ impl Replica {
             prepares,
         };
         self.slot(seq).prepared = true;
-        self.out.push(Output::Persist(WalEntry::Prepared(proof.clone())));
+        self.out
+            .push(Output::Persist(WalEntry::Prepared(proof.clone())));
         self.keep_prepared(proof);
         let commit = Commit { view, seq, digest };
         if let Some(signed) = self.sign_vote(Phase::Commit, view, seq, digest, commit) {
@@ -205,7 +226,9 @@ impl Replica {
     /// commits. Delivery then happens in seq order.
     fn check_committed(&mut self, seq: SeqNum) {
         let quorum = self.cfg.quorum();
-        let Some(slot) = self.log.get(&seq) else { return };
+        let Some(slot) = self.log.get(&seq) else {
+            return;
+        };
         if slot.committed || !slot.prepared {
             return;
         }
@@ -237,8 +260,15 @@ impl Replica {
             if !ready {
                 break;
             }
-            let cert = self.certificate_for(next).expect("committed slot has a pre-prepare");
-            let batch = self.log[&next].pre_prepare.as_ref().expect("checked").1.clone();
+            let cert = self
+                .certificate_for(next)
+                .expect("committed slot has a pre-prepare");
+            let batch = self.log[&next]
+                .pre_prepare
+                .as_ref()
+                .expect("checked")
+                .1
+                .clone();
             self.deliver(CommittedBatch {
                 batch,
                 certificate: cert,
@@ -411,7 +441,11 @@ impl Replica {
         // Our last commit, for a while after it: lets a peer that missed the
         // tail of the log notice that it is behind.
         if now.saturating_sub(self.last_delivery_ms) < 8 * period {
-            if let Some(c) = self.log.get(&self.committed).and_then(|s| s.commits.get(&me)) {
+            if let Some(c) = self
+                .log
+                .get(&self.committed)
+                .and_then(|s| s.commits.get(&me))
+            {
                 resend.push(Message::Commit(c.clone()));
             }
         }

@@ -87,7 +87,8 @@ impl Config {
         if self.checkpoint_interval == 0 {
             return bad("checkpoint_interval", "must be at least 1");
         }
-        if self.window < 2 * self.checkpoint_interval || self.window % self.checkpoint_interval != 0
+        if self.window < 2 * self.checkpoint_interval
+            || !self.window.is_multiple_of(self.checkpoint_interval)
         {
             return bad(
                 "window",
@@ -101,7 +102,10 @@ impl Config {
             return bad("pipeline_max", "must be between 1 and window");
         }
         if self.view_timeout_ms == 0 || self.view_timeout_ms_max < self.view_timeout_ms {
-            return bad("view_timeout_ms", "must be positive and at most view_timeout_ms_max");
+            return bad(
+                "view_timeout_ms",
+                "must be positive and at most view_timeout_ms_max",
+            );
         }
         if self.propose_timeout_ms == 0 || self.retransmit_ms == 0 {
             return bad("propose_timeout_ms", "timeouts must be positive");
@@ -110,7 +114,8 @@ impl Config {
     }
 
     pub(crate) fn quorum(&self) -> usize {
-        self.quorum_override.unwrap_or_else(|| self.validators.quorum())
+        self.quorum_override
+            .unwrap_or_else(|| self.validators.quorum())
     }
 }
 
@@ -187,14 +192,29 @@ pub struct Evidence {
 /// Something worth a log line or a metric.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    ViewChangeStarted { to: View },
-    NewViewEntered { view: View, primary: ValidatorIndex },
-    CheckpointStable { seq: SeqNum },
-    CatchingUp { from: SeqNum, to: SeqNum },
+    ViewChangeStarted {
+        to: View,
+    },
+    NewViewEntered {
+        view: View,
+        primary: ValidatorIndex,
+    },
+    CheckpointStable {
+        seq: SeqNum,
+    },
+    CatchingUp {
+        from: SeqNum,
+        to: SeqNum,
+    },
     /// Our executed state at `seq` differs from a checkpoint quorum's.
-    StateDiverged { seq: SeqNum },
+    StateDiverged {
+        seq: SeqNum,
+    },
     /// We suspect the primary of our view.
-    PrimarySuspected { view: View, reason: &'static str },
+    PrimarySuspected {
+        view: View,
+        reason: &'static str,
+    },
 }
 
 /// What the replica is told.
@@ -221,8 +241,13 @@ pub enum Output {
     /// Write durably (synced) before carrying out anything after it.
     Persist(WalEntry),
     /// Records below this seq are no longer needed.
-    PruneWal { below: SeqNum },
-    Send { to: ValidatorIndex, message: Message },
+    PruneWal {
+        below: SeqNum,
+    },
+    Send {
+        to: ValidatorIndex,
+        message: Message,
+    },
     /// To every other validator.
     Broadcast(Message),
     /// Execute and store the next block, in seq order, exactly once.
@@ -233,9 +258,15 @@ pub enum Output {
         from: SeqNum,
         to_seq: SeqNum,
     },
-    SetTimer { timer: Timer, at_ms: u64 },
+    SetTimer {
+        timer: Timer,
+        at_ms: u64,
+    },
     Evidence(Box<Evidence>),
-    Rejected { from: ValidatorIndex, reason: Rejected },
+    Rejected {
+        from: ValidatorIndex,
+        reason: Rejected,
+    },
     Event(Event),
 }
 
@@ -578,6 +609,20 @@ impl Replica {
         self.catch_up_target.is_some_and(|t| t > self.committed)
     }
 
+    /// When the replica will give up on the current view, if it is waiting.
+    pub fn progress_deadline_ms(&self) -> Option<u64> {
+        self.progress_deadline
+    }
+
+    /// Uncommitted slots of the current view (for diagnostics).
+    pub fn uncommitted_slots(&self) -> Vec<(SeqNum, bool, bool)> {
+        self.log
+            .iter()
+            .filter(|(_, s)| !s.committed)
+            .map(|(seq, s)| (*seq, s.pre_prepare.is_some(), s.prepared))
+            .collect()
+    }
+
     pub fn config(&self) -> &Config {
         &self.cfg
     }
@@ -691,7 +736,12 @@ impl Replica {
         if self.progress_deadline.is_some() {
             return;
         }
-        let awaiting = self.log.values().any(|s| s.pre_prepare.is_some() && !s.committed)
+        // Slots at or below the committed height are settled, even if a
+        // NEW-VIEW re-issued them and their commits are no longer counted.
+        let awaiting = self
+            .log
+            .range(self.committed.next()..)
+            .any(|(_, s)| s.pre_prepare.is_some() && !s.committed)
             || self.mode == Mode::ViewChanging;
         if awaiting {
             let at = self.now_ms + self.view_timeout_ms();

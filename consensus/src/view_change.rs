@@ -11,8 +11,8 @@
 
 use crate::replica::{Event, Mode, Output, Phase};
 use crate::{
-    tx_hash, Batch, CheckpointCertificate, Message, NewView, NewViewRequest, PrePrepare,
-    Rejected, Replica, SeqNum, ValidatorIndex, View, ViewChange, WalEntry,
+    tx_hash, Batch, CheckpointCertificate, Message, NewView, NewViewRequest, PrePrepare, Rejected,
+    Replica, SeqNum, ValidatorIndex, View, ViewChange, WalEntry,
 };
 use phalanx_crypto::{Digest, Signed};
 use std::collections::BTreeMap;
@@ -108,7 +108,11 @@ impl Replica {
         let vc = ViewChange {
             new_view: target,
             checkpoint: self.stable.clone(),
-            prepared: self.prepared.range(low.next()..).map(|(_, p)| p.clone()).collect(),
+            prepared: self
+                .prepared
+                .range(low.next()..)
+                .map(|(_, p)| p.clone())
+                .collect(),
         };
         self.out.push(Output::Persist(WalEntry::View {
             view: target,
@@ -131,9 +135,9 @@ impl Replica {
         from: ValidatorIndex,
         vc: Signed<ViewChange>,
     ) -> Result<(), Rejected> {
-        let signer = self
-            .index_of(&vc.signer)
-            .ok_or(Rejected::UnknownSigner { what: "view-change" })?;
+        let signer = self.index_of(&vc.signer).ok_or(Rejected::UnknownSigner {
+            what: "view-change",
+        })?;
         let v = vc.payload.new_view;
         if v < self.view || (v == self.view && self.mode == Mode::Normal) {
             // A late VIEW-CHANGE for a view we are already in: help the
@@ -155,10 +159,28 @@ impl Replica {
         if by_view.contains_key(&signer) {
             return Ok(());
         }
-        by_view.insert(signer, vc);
+        by_view.insert(signer, vc.clone());
+        self.note_nested_pre_prepares(&vc.payload);
         self.join_higher_view_changes();
         self.try_send_new_view();
         Ok(())
+    }
+
+    /// Pre-prepares carried in prepared proofs are signed by their primary:
+    /// one that contradicts a pre-prepare we hold is evidence of
+    /// equivocation.
+    fn note_nested_pre_prepares(&mut self, vc: &ViewChange) {
+        for p in &vc.prepared {
+            let pp = &p.pre_prepare;
+            if let Some(primary) = self.index_of(&pp.signer) {
+                let message = Message::PrePrepare {
+                    pre_prepare: pp.clone(),
+                    batch: Batch::null(),
+                };
+                let (view, seq, digest) = (pp.payload.view, pp.payload.seq, pp.payload.digest);
+                self.note_vote(primary, view, seq, Phase::PrePrepare, digest, message);
+            }
+        }
     }
 
     /// §4.5.2: f + 1 validators asking for views above ours include an
@@ -238,13 +260,19 @@ impl Replica {
             .index_of(&nv.signer)
             .ok_or(Rejected::UnknownSigner { what: "new-view" })?;
         if signer != self.cfg.validators.primary(v) || v == View(0) {
-            return Err(Rejected::NotPrimary { from: signer, view: v });
+            return Err(Rejected::NotPrimary {
+                from: signer,
+                view: v,
+            });
         }
         let quorum = self.cfg.quorum();
         let mut senders = std::collections::BTreeSet::new();
         for vc in &nv.payload.view_changes {
             if vc.payload.new_view != v {
-                return Err(invalid(format!("contains a view-change for {}", vc.payload.new_view)));
+                return Err(invalid(format!(
+                    "contains a view-change for {}",
+                    vc.payload.new_view
+                )));
             }
             let sender = self
                 .index_of(&vc.signer)
@@ -254,7 +282,10 @@ impl Replica {
             }
         }
         if senders.len() < quorum {
-            return Err(invalid(format!("{} view-changes, need {quorum}", senders.len())));
+            return Err(invalid(format!(
+                "{} view-changes, need {quorum}",
+                senders.len()
+            )));
         }
         let plan = reissue(&nv.payload.view_changes, self.cfg.window);
         let issued = &nv.payload.pre_prepares;
@@ -272,7 +303,9 @@ impl Replica {
                 digest: *digest,
             };
             if pp.payload != want || pp.signer != nv.signer {
-                return Err(invalid(format!("pre-prepare for {seq} does not match the view-changes")));
+                return Err(invalid(format!(
+                    "pre-prepare for {seq} does not match the view-changes"
+                )));
             }
         }
         self.enter_view(nv, plan);
@@ -332,7 +365,10 @@ impl Replica {
         }
         for vote in &cert.votes {
             if let Some(i) = self.index_of(&vote.signer) {
-                self.checkpoint_votes.entry(seq).or_default().insert(i, vote.clone());
+                self.checkpoint_votes
+                    .entry(seq)
+                    .or_default()
+                    .insert(i, vote.clone());
             }
         }
         if self.own_checkpoints.contains_key(&seq) {
@@ -388,7 +424,11 @@ impl Replica {
         if self.mode != Mode::ViewChanging {
             return;
         }
-        if let Some(vc) = self.view_changes.get(&self.view).and_then(|m| m.get(&self.me)) {
+        if let Some(vc) = self
+            .view_changes
+            .get(&self.view)
+            .and_then(|m| m.get(&self.me))
+        {
             let vc = vc.clone();
             self.broadcast(Message::ViewChange(vc));
         }

@@ -63,9 +63,7 @@ fn prefilter(item: &BatchItem<'_>) -> Option<(VerifyingKey, ed25519_dalek::Signa
     r_bytes.copy_from_slice(&item.signature.0[..32]);
     let mut s_bytes = [0u8; 32];
     s_bytes.copy_from_slice(&item.signature.0[32..]);
-    if Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes)).is_none() {
-        return None;
-    }
+    Option::<Scalar>::from(Scalar::from_canonical_bytes(s_bytes))?;
     let r = CompressedEdwardsY(r_bytes).decompress()?;
     if r.is_small_order() || r.compress().0 != r_bytes {
         return None;
@@ -152,7 +150,8 @@ mod tests {
             Kind::FlippedSignatureBit => sig.0[(i * 13) % 64] ^= 1 << (i % 8),
             Kind::NonCanonicalS => {
                 // S + l is a non-canonical encoding of the same scalar.
-                sig.0[32..].copy_from_slice(&add_l(&sig.0[32..]));
+                let bumped = add_l(&sig.0[32..]);
+                sig.0[32..].copy_from_slice(&bumped);
             }
             Kind::SmallOrderKey => pk = PublicKey(IDENTITY),
             Kind::SmallOrderR => sig.0[..32].copy_from_slice(&IDENTITY),

@@ -87,7 +87,10 @@ mod tests {
         let mut bytes = (1u64 << 60).to_le_bytes().to_vec();
         bytes.extend_from_slice(&[0u8; 16]);
         let err = decode::<Vec<u64>>(&bytes, 1 << 20).unwrap_err();
-        assert!(matches!(err, DecodeError::TooLarge { .. } | DecodeError::Malformed { .. }));
+        assert!(matches!(
+            err,
+            DecodeError::TooLarge { .. } | DecodeError::Malformed { .. }
+        ));
         let big = vec![0u8; 2048];
         assert!(matches!(
             decode::<Vec<u8>>(&big, 1024),

@@ -19,9 +19,7 @@ pub enum CryptoError {
     BadEncoding { what: &'static str, reason: String },
     #[error("key file {path}: {reason}")]
     KeyFile { path: PathBuf, reason: String },
-    #[error(
-        "key file {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`"
-    )]
+    #[error("key file {path} is readable by others (mode {mode:o}); run `chmod 600 {path}`")]
     KeyFilePermissions { path: PathBuf, mode: u32 },
     #[error("key file {path}: {source}")]
     KeyFileIo {

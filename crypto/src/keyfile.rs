@@ -71,7 +71,8 @@ pub fn load_key_file(path: &Path) -> Result<Keypair, CryptoError> {
         path: path.to_path_buf(),
         reason,
     };
-    let file: KeyFile = serde_json::from_str(&text).map_err(|e| bad(format!("not a key file: {e}")))?;
+    let file: KeyFile =
+        serde_json::from_str(&text).map_err(|e| bad(format!("not a key file: {e}")))?;
     if file.kind != KEY_FILE_KIND {
         return Err(bad(format!(
             "kind is {:?}, expected {KEY_FILE_KIND:?}",
@@ -121,7 +122,10 @@ mod tests {
         write_key_file(&path, &Keypair::generate()).unwrap();
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
         let err = load_key_file(&path).unwrap_err();
-        assert!(matches!(err, CryptoError::KeyFilePermissions { mode: 0o644, .. }));
+        assert!(matches!(
+            err,
+            CryptoError::KeyFilePermissions { mode: 0o644, .. }
+        ));
         assert!(err.to_string().contains("chmod 600"));
     }
 
@@ -135,8 +139,14 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&text).unwrap();
         let swapped = text.replace(json["public_key"].as_str().unwrap(), &other);
         std::fs::write(&path, swapped).unwrap();
-        assert!(matches!(load_key_file(&path), Err(CryptoError::KeyFile { .. })));
+        assert!(matches!(
+            load_key_file(&path),
+            Err(CryptoError::KeyFile { .. })
+        ));
         std::fs::write(&path, "{ not json").unwrap();
-        assert!(matches!(load_key_file(&path), Err(CryptoError::KeyFile { .. })));
+        assert!(matches!(
+            load_key_file(&path),
+            Err(CryptoError::KeyFile { .. })
+        ));
     }
 }

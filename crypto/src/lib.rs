@@ -21,7 +21,7 @@ pub use digest::{Digest, HashDomain};
 pub use error::CryptoError;
 pub use keyfile::{load_key_file, write_key_file, KeyFile};
 pub use keys::{Address, Keypair, PublicKey, Signature};
-pub use signed::{signing_bytes, AnyKey, KeySet, SignedPayload, Signed, Verified};
+pub use signed::{signing_bytes, AnyKey, KeySet, Signed, SignedPayload, Verified};
 
 /// Serde helper: fixed-size byte arrays as hex strings in human-readable
 /// formats (JSON, TOML) and as raw bytes in bincode.

@@ -2,7 +2,8 @@
 //! Transparency): the left subtree holds the largest power of two below the
 //! leaf count, so no leaf is ever duplicated (the CVE-2012-2459 shape), and
 //! leaves and inner nodes are hashed under different domains, so an inner
-//! node can never pose as a leaf.
+//! node can never pose as a leaf. The root binds the leaf count, so a proof
+//! cannot claim a different tree size.
 
 use crate::{Digest, HashDomain};
 use serde::{Deserialize, Serialize};
@@ -24,7 +25,9 @@ pub struct MerkleProof {
 pub enum ProofError {
     #[error("index {index} is outside a tree of {leaf_count} leaves")]
     IndexOutOfRange { index: u64, leaf_count: u64 },
-    #[error("proof has {got} siblings, a tree of {leaf_count} leaves needs {want} at index {index}")]
+    #[error(
+        "proof has {got} siblings, a tree of {leaf_count} leaves needs {want} at index {index}"
+    )]
     WrongLength {
         index: u64,
         leaf_count: u64,
@@ -53,14 +56,23 @@ fn split_point(n: usize) -> usize {
     k
 }
 
-/// The root of the tree over `leaves`.
+/// The root of the tree over `leaves`: the tree's top hash bound to the
+/// leaf count, so a proof cannot claim a different tree size.
 pub fn root(leaves: &[Digest]) -> Digest {
+    bind_count(leaves.len() as u64, &subtree_root(leaves))
+}
+
+fn bind_count(leaf_count: u64, top: &Digest) -> Digest {
+    Digest::of_parts(HashDomain::MerkleRoot, &[&leaf_count.to_le_bytes(), &top.0])
+}
+
+fn subtree_root(leaves: &[Digest]) -> Digest {
     match leaves.len() {
-        0 => Digest::of(HashDomain::MerkleEmpty, &[]),
+        0 => Digest::ZERO,
         1 => leaf_hash(&leaves[0]),
         n => {
             let k = split_point(n);
-            node_hash(&root(&leaves[..k]), &root(&leaves[k..]))
+            node_hash(&subtree_root(&leaves[..k]), &subtree_root(&leaves[k..]))
         }
     }
 }
@@ -86,15 +98,19 @@ fn collect_path(leaves: &[Digest], index: usize, out: &mut Vec<Digest>) {
     let k = split_point(leaves.len());
     if index < k {
         collect_path(&leaves[..k], index, out);
-        out.push(root(&leaves[k..]));
+        out.push(subtree_root(&leaves[k..]));
     } else {
         collect_path(&leaves[k..], index - k, out);
-        out.push(root(&leaves[..k]));
+        out.push(subtree_root(&leaves[..k]));
     }
 }
 
 /// Checks that `leaf` is at `proof.index` under `expected_root`.
-pub fn verify(leaf: &Digest, proof: &MerkleProof, expected_root: &Digest) -> Result<(), ProofError> {
+pub fn verify(
+    leaf: &Digest,
+    proof: &MerkleProof,
+    expected_root: &Digest,
+) -> Result<(), ProofError> {
     let MerkleProof {
         index,
         leaf_count,
@@ -115,7 +131,8 @@ pub fn verify(leaf: &Digest, proof: &MerkleProof, expected_root: &Digest) -> Res
             want,
         });
     }
-    let computed = fold_path(leaf_hash(leaf), *index, *leaf_count, siblings);
+    let top = fold_path(leaf_hash(leaf), *index, *leaf_count, siblings);
+    let computed = bind_count(*leaf_count, &top);
     if computed != *expected_root {
         return Err(ProofError::RootMismatch {
             computed,
@@ -190,7 +207,10 @@ mod tests {
         // Index out of range.
         let mut q = p.clone();
         q.index = 13;
-        assert!(matches!(verify(&l[6], &q, &r), Err(ProofError::IndexOutOfRange { .. })));
+        assert!(matches!(
+            verify(&l[6], &q, &r),
+            Err(ProofError::IndexOutOfRange { .. })
+        ));
         // Altered sibling, each one.
         for s in 0..p.siblings.len() {
             let mut q = p.clone();
@@ -200,7 +220,10 @@ mod tests {
         // Truncated and extended paths.
         let mut q = p.clone();
         q.siblings.pop();
-        assert!(matches!(verify(&l[6], &q, &r), Err(ProofError::WrongLength { .. })));
+        assert!(matches!(
+            verify(&l[6], &q, &r),
+            Err(ProofError::WrongLength { .. })
+        ));
         let mut q = p.clone();
         q.siblings.push(Digest::ZERO);
         assert!(verify(&l[6], &q, &r).is_err());
@@ -211,7 +234,10 @@ mod tests {
         // Altered root.
         let mut bad_root = r;
         bad_root.0[31] ^= 0x80;
-        assert!(matches!(verify(&l[6], &p, &bad_root), Err(ProofError::RootMismatch { .. })));
+        assert!(matches!(
+            verify(&l[6], &p, &bad_root),
+            Err(ProofError::RootMismatch { .. })
+        ));
     }
 
     #[test]
@@ -227,6 +253,12 @@ mod tests {
             siblings: vec![right],
         };
         assert!(verify(&left, &fake, &r).is_err());
+        let fake4 = MerkleProof {
+            index: 0,
+            leaf_count: 4,
+            siblings: vec![right],
+        };
+        assert!(verify(&left, &fake4, &r).is_err());
     }
 
     #[test]

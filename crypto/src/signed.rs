@@ -197,7 +197,7 @@ mod tests {
         let stranger = Keypair::insecure_from_label("b");
         let keys = vec![k.public()];
         let s = Signed::sign(Vote(7), &k, "chain-a");
-        assert_eq!(s.clone().verify("chain-a", &keys).unwrap().0, 7);
+        assert_eq!(s.clone().verify("chain-a", &keys).unwrap().payload().0, 7);
         assert!(matches!(
             s.clone().verify("chain-b", &keys),
             Err(CryptoError::BadSignature)

@@ -1,0 +1,558 @@
+//! Protocol steps, one scenario per test, on the synchronous harness.
+
+mod harness;
+
+use harness::*;
+use phalanx_consensus::*;
+use phalanx_crypto::Signed;
+
+/// The index of the first output matching `pred`, or a panic naming `what`.
+fn position(outputs: &[Output], what: &str, pred: impl Fn(&Output) -> bool) -> usize {
+    outputs
+        .iter()
+        .position(pred)
+        .unwrap_or_else(|| panic!("expected {what} in {outputs:#?}"))
+}
+
+#[test]
+fn normal_case_commits_in_order_with_identical_chains() {
+    let mut net = Net::new(4);
+    for round in 0..6 {
+        net.submit(3);
+        net.run_until(net.now + 50);
+        assert!(
+            net.heights().iter().all(|h| *h > round),
+            "round {round}: {:?}",
+            net.heights()
+        );
+    }
+    net.assert_agreement();
+    assert_eq!(net.view_changes(), 0);
+    let txs: u64 = net.blocks[0].iter().map(|b| b.header.tx_count).sum();
+    assert_eq!(txs, 18);
+    assert!(net.blocks[0]
+        .iter()
+        .all(|b| b.results.iter().all(|r| *r == TxResult::Executed)));
+}
+
+/// One line per step of the normal case at a backup, checking the order
+/// of outputs: persist before send, send before commit.
+#[test]
+fn backup_steps_persist_before_send_before_commit() {
+    let mut net = Net::new(4);
+    let tx = net.transfer(0);
+    // Step 1: the primary (0) proposes.
+    net.input(0, Input::Transactions(vec![tx.clone()]));
+    let out = net.input(0, Input::Timer(Timer::Batch));
+    let persist = position(&out, "persist of the pre-prepare vote", |o| {
+        matches!(
+            o,
+            Output::Persist(WalEntry::Voted {
+                phase: Phase::PrePrepare,
+                ..
+            })
+        )
+    });
+    let send = position(&out, "broadcast of the pre-prepare", |o| {
+        matches!(o, Output::Broadcast(Message::PrePrepare { .. }))
+    });
+    assert!(persist < send, "step 1: persist before send");
+    let Output::Broadcast(pp_msg) = out[send].clone() else {
+        unreachable!()
+    };
+
+    // Step 2: backup 1 accepts it → persist, then broadcast PREPARE.
+    let ctx = VerifyContext {
+        chain_id: CHAIN,
+        validators: &net.cfg.validators,
+        known_good_txs: None,
+    };
+    let v = verify_message(ValidatorIndex(0), pp_msg, &ctx).unwrap();
+    let out = net.replicas[1]
+        .as_mut()
+        .unwrap()
+        .handle(10, Input::Message(v));
+    let persist = position(&out, "persist of the prepare vote", |o| {
+        matches!(
+            o,
+            Output::Persist(WalEntry::Voted {
+                phase: Phase::Prepare,
+                ..
+            })
+        )
+    });
+    let send = position(&out, "broadcast of prepare", |o| {
+        matches!(o, Output::Broadcast(Message::Prepare(_)))
+    });
+    assert!(persist < send, "step 2: persist before send");
+
+    // Step 3: prepares from 2 and 3 → prepared → persist, commit vote sent.
+    let digest = net.replicas[1]
+        .as_ref()
+        .unwrap()
+        .signed_vote(View(0), SeqNum(1), Phase::Prepare)
+        .unwrap();
+    let mut all = Vec::new();
+    for j in [2usize, 3] {
+        let p = Signed::sign(
+            Prepare {
+                view: View(0),
+                seq: SeqNum(1),
+                digest,
+            },
+            &net.keys[j],
+            CHAIN,
+        );
+        let v = verify_message(ValidatorIndex(j as u16), Message::Prepare(p), &ctx).unwrap();
+        all.extend(
+            net.replicas[1]
+                .as_mut()
+                .unwrap()
+                .handle(11, Input::Message(v)),
+        );
+    }
+    let persist = position(&all, "persist of prepared proof", |o| {
+        matches!(o, Output::Persist(WalEntry::Prepared(_)))
+    });
+    let send = position(&all, "broadcast of commit", |o| {
+        matches!(o, Output::Broadcast(Message::Commit(_)))
+    });
+    assert!(persist < send, "step 3: persist before send");
+
+    // Step 4: commits from 0 and 2 → committed-local → Commit output last.
+    let mut all = Vec::new();
+    for j in [0usize, 2] {
+        let c = Signed::sign(
+            Commit {
+                view: View(0),
+                seq: SeqNum(1),
+                digest,
+            },
+            &net.keys[j],
+            CHAIN,
+        );
+        let v = verify_message(ValidatorIndex(j as u16), Message::Commit(c), &ctx).unwrap();
+        all.extend(
+            net.replicas[1]
+                .as_mut()
+                .unwrap()
+                .handle(12, Input::Message(v)),
+        );
+    }
+    let commit = position(&all, "commit of block 1", |o| {
+        matches!(o, Output::Commit(_))
+    });
+    let Output::Commit(cb) = &all[commit] else {
+        unreachable!()
+    };
+    assert_eq!(cb.certificate.seq, SeqNum(1));
+    cb.certificate
+        .verify(&net.cfg.validators, CHAIN)
+        .expect("certificate of 2f+1 commits verifies");
+    assert_eq!(cb.batch.txs, vec![tx]);
+}
+
+/// Each rejection comes back typed and changes nothing.
+#[test]
+fn bad_normal_case_messages_are_rejected_with_reasons() {
+    let mut net = Net::new(4);
+    let ctx_validators = net.cfg.validators.clone();
+    let ctx = VerifyContext {
+        chain_id: CHAIN,
+        validators: &ctx_validators,
+        known_good_txs: None,
+    };
+    let digest = Batch::null().digest();
+    let cases: Vec<(&str, Message, &str)> = vec![
+        (
+            "pre-prepare from a backup",
+            Message::PrePrepare {
+                pre_prepare: Signed::sign(
+                    PrePrepare {
+                        view: View(0),
+                        seq: SeqNum(1),
+                        digest,
+                    },
+                    &net.keys[2],
+                    CHAIN,
+                ),
+                batch: Batch::null(),
+            },
+            "not_primary",
+        ),
+        (
+            "seq above the window",
+            Message::PrePrepare {
+                pre_prepare: Signed::sign(
+                    PrePrepare {
+                        view: View(0),
+                        seq: SeqNum(100),
+                        digest,
+                    },
+                    &net.keys[0],
+                    CHAIN,
+                ),
+                batch: Batch::null(),
+            },
+            "outside_window",
+        ),
+        (
+            "future view",
+            Message::Prepare(Signed::sign(
+                Prepare {
+                    view: View(3),
+                    seq: SeqNum(1),
+                    digest,
+                },
+                &net.keys[2],
+                CHAIN,
+            )),
+            "future_view",
+        ),
+        (
+            "prepare from the primary",
+            Message::Prepare(Signed::sign(
+                Prepare {
+                    view: View(0),
+                    seq: SeqNum(1),
+                    digest,
+                },
+                &net.keys[0],
+                CHAIN,
+            )),
+            "malformed",
+        ),
+    ];
+    for (name, message, want) in cases {
+        let v = verify_message(ValidatorIndex(2), message, &ctx)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let out = net.input(1, Input::Message(v));
+        let got: Vec<&str> = out
+            .iter()
+            .filter_map(|o| match o {
+                Output::Rejected { reason, .. } => Some(reason.reason()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(got, vec![want], "{name}");
+        assert!(
+            !out.iter().any(|o| matches!(
+                o,
+                Output::Persist(_) | Output::Broadcast(_) | Output::Commit(_)
+            )),
+            "{name}: a rejected message changed state: {out:?}"
+        );
+    }
+    // Signature and digest problems are caught before the replica.
+    let mut forged = Signed::sign(
+        Prepare {
+            view: View(0),
+            seq: SeqNum(1),
+            digest,
+        },
+        &net.keys[2],
+        CHAIN,
+    );
+    forged.signature.0[0] ^= 1;
+    assert_eq!(
+        verify_message(ValidatorIndex(2), Message::Prepare(forged), &ctx)
+            .unwrap_err()
+            .reason(),
+        "bad_signature"
+    );
+    let wrong_chain = Signed::sign(
+        Prepare {
+            view: View(0),
+            seq: SeqNum(1),
+            digest,
+        },
+        &net.keys[2],
+        "other-chain",
+    );
+    assert_eq!(
+        verify_message(ValidatorIndex(2), Message::Prepare(wrong_chain), &ctx)
+            .unwrap_err()
+            .reason(),
+        "bad_signature"
+    );
+    let stranger = phalanx_crypto::Keypair::insecure_from_label("stranger");
+    let by_stranger = Signed::sign(
+        Prepare {
+            view: View(0),
+            seq: SeqNum(1),
+            digest,
+        },
+        &stranger,
+        CHAIN,
+    );
+    assert_eq!(
+        verify_message(ValidatorIndex(2), Message::Prepare(by_stranger), &ctx)
+            .unwrap_err()
+            .reason(),
+        "unknown_signer"
+    );
+    let mismatched = Message::PrePrepare {
+        pre_prepare: Signed::sign(
+            PrePrepare {
+                view: View(0),
+                seq: SeqNum(1),
+                digest: phalanx_crypto::Digest::sha256(b"x"),
+            },
+            &net.keys[0],
+            CHAIN,
+        ),
+        batch: Batch::null(),
+    };
+    assert_eq!(
+        verify_message(ValidatorIndex(0), mismatched, &ctx)
+            .unwrap_err()
+            .reason(),
+        "digest_mismatch"
+    );
+    assert!(Message::decode(&[0xff, 0xff, 0xff]).is_err());
+}
+
+#[test]
+fn checkpoints_become_stable_and_move_the_window() {
+    let mut net = Net::new(4);
+    for _ in 0..12 {
+        net.submit(4);
+        net.run_until(net.now + 50);
+    }
+    net.assert_agreement();
+    assert!(
+        net.heights().iter().all(|h| *h >= 12),
+        "{:?}",
+        net.heights()
+    );
+    for i in 0..4 {
+        let r = net.replica(i);
+        let low = r.low_watermark();
+        assert!(low >= SeqNum(8), "replica {i} low watermark {low:?}");
+        let cert = r.stable_checkpoint().expect("a stable checkpoint");
+        cert.verify(&net.cfg.validators, CHAIN)
+            .expect("checkpoint certificate verifies");
+        // The WAL was pruned below the checkpoint.
+        assert!(
+            net.wal[i].iter().all(|e| e.seq().is_none_or(|s| s > low)),
+            "replica {i} wal not pruned"
+        );
+    }
+}
+
+#[test]
+fn silent_primary_is_replaced_and_commits_continue() {
+    let mut net = Net::new(4);
+    net.submit(2);
+    net.run_until(100);
+    assert!(net.heights().iter().all(|h| *h >= 1));
+    // Cut every link from the primary.
+    for j in 1..4 {
+        net.cut.insert((0, j));
+    }
+    net.submit(2);
+    net.run_until(net.now + 4000);
+    assert!(net.view_changes() >= 3, "events: {:?}", net.events);
+    for i in 1..4 {
+        assert_eq!(net.replica(i).view(), View(1), "events: {:#?}", net.events);
+        assert!(
+            net.blocks[i].len() >= 2,
+            "replica {i} heights {:?}",
+            net.heights()
+        );
+    }
+    net.assert_agreement();
+}
+
+#[test]
+fn new_view_with_wrong_pre_prepares_is_rejected() {
+    let mut net = Net::new(4);
+    // Replicas 1..3 move to view 1 (primary 1); hold the NEW-VIEW.
+    for j in 1..4 {
+        net.cut.insert((0, j));
+    }
+    net.submit(2);
+    net.run_until(3000);
+    let nv = net.sent.iter().find_map(|(_, m)| match m {
+        Message::NewView(nv) => Some(nv.clone()),
+        _ => None,
+    });
+    let Some(nv) = nv else {
+        panic!("no NEW-VIEW produced; events {:?}", net.events)
+    };
+    let validators = net.cfg.validators.clone();
+    let ctx = VerifyContext {
+        chain_id: CHAIN,
+        validators: &validators,
+        known_good_txs: None,
+    };
+    let primary_key = net.keys[1].clone();
+    // Tamper: too few view-changes.
+    let mut few = nv.payload.clone();
+    few.view_changes.truncate(2);
+    // Tamper: an extra pre-prepare.
+    let mut extra = nv.payload.clone();
+    extra.pre_prepares.push(Signed::sign(
+        PrePrepare {
+            view: View(1),
+            seq: SeqNum(99),
+            digest: Batch::null().digest(),
+        },
+        &primary_key,
+        CHAIN,
+    ));
+    for (name, body) in [("too few view-changes", few), ("extra pre-prepare", extra)] {
+        let signed = Signed::sign(body, &primary_key, CHAIN);
+        let v = verify_message(ValidatorIndex(1), Message::NewView(signed), &ctx).unwrap();
+        let mut fresh = Replica::new(net.cfg.clone(), net.keys[3].clone()).unwrap();
+        let out = fresh.handle(net.now, Input::Message(v));
+        assert!(
+            out.iter().any(|o| matches!(
+                o,
+                Output::Rejected {
+                    reason: Rejected::InvalidNewView { .. },
+                    ..
+                }
+            )),
+            "{name}: {out:?}"
+        );
+        assert_eq!(fresh.view(), View(0), "{name}: view unchanged");
+    }
+}
+
+#[test]
+fn lagging_replica_catches_up_from_certificates() {
+    let mut net = Net::new(4);
+    for j in 0..4 {
+        net.cut.insert((j, 3));
+        net.cut.insert((3, j));
+    }
+    for _ in 0..10 {
+        net.submit(4);
+        net.run_until(net.now + 50);
+    }
+    assert_eq!(net.blocks[3].len(), 0);
+    assert!(net.blocks[0].len() >= 10);
+    net.cut.clear();
+    net.submit(4);
+    net.run_until(net.now + 3000);
+    let h = net.heights();
+    assert!(h[3] >= h[0] - 1 && h[3] >= 10, "heights {h:?}");
+    net.assert_agreement();
+    assert!(net
+        .events
+        .iter()
+        .any(|(i, e)| i.0 == 3 && matches!(e, Event::CatchingUp { .. })));
+}
+
+/// Restart each replica after every delivery step: nobody ever signs two
+/// digests for one (view, seq, phase), and the chain keeps growing.
+#[test]
+fn restart_at_every_step_never_double_signs() {
+    for victim in 0..4 {
+        let mut net = Net::new(4);
+        let mut step = 0;
+        for _ in 0..8 {
+            net.submit(2);
+            while net.deliver_one() {
+                step += 1;
+                if step % 3 == 0 {
+                    net.crash(victim);
+                    net.restart(victim);
+                }
+            }
+            net.run_until(net.now + 300);
+        }
+        net.run_until(net.now + 5000);
+        net.assert_agreement();
+        let h = net.heights();
+        assert!(h.iter().all(|x| *x >= 6), "victim {victim}: heights {h:?}");
+    }
+}
+
+#[test]
+fn all_replicas_restart_at_once_and_continue() {
+    let mut net = Net::new(4);
+    for _ in 0..5 {
+        net.submit(3);
+        net.run_until(net.now + 50);
+    }
+    let before = net.heights();
+    for i in 0..4 {
+        net.crash(i);
+    }
+    net.queue.clear();
+    for i in 0..4 {
+        net.restart(i);
+    }
+    for _ in 0..5 {
+        net.submit(3);
+        net.run_until(net.now + 500);
+    }
+    net.run_until(net.now + 3000);
+    net.assert_agreement();
+    let after = net.heights();
+    assert!(
+        after.iter().zip(&before).all(|(a, b)| a > b),
+        "before {before:?} after {after:?}"
+    );
+}
+
+#[test]
+fn conflicting_pre_prepares_become_evidence() {
+    let mut net = Net::new(4);
+    let validators = net.cfg.validators.clone();
+    let ctx = VerifyContext {
+        chain_id: CHAIN,
+        validators: &validators,
+        known_good_txs: None,
+    };
+    let tx = net.transfer(0);
+    let a = Batch {
+        txs: vec![tx.clone()],
+        timestamp_ms: 1,
+    };
+    let b = Batch {
+        txs: vec![tx],
+        timestamp_ms: 2,
+    };
+    let mut outs = Vec::new();
+    for batch in [a, b] {
+        let pp = Signed::sign(
+            PrePrepare {
+                view: View(0),
+                seq: SeqNum(1),
+                digest: batch.digest(),
+            },
+            &net.keys[0],
+            CHAIN,
+        );
+        let v = verify_message(
+            ValidatorIndex(0),
+            Message::PrePrepare {
+                pre_prepare: pp,
+                batch,
+            },
+            &ctx,
+        )
+        .unwrap();
+        outs.extend(net.input(1, Input::Message(v)));
+    }
+    let evidence: Vec<_> = outs
+        .iter()
+        .filter_map(|o| match o {
+            Output::Evidence(e) => Some(e),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(evidence.len(), 1);
+    assert_eq!(evidence[0].validator, net.keys[0].public());
+    assert_eq!(evidence[0].phase, Phase::PrePrepare);
+    assert!(outs.iter().any(|o| matches!(
+        o,
+        Output::Rejected {
+            reason: Rejected::ConflictingPrePrepare { .. },
+            ..
+        }
+    )));
+}
