@@ -57,8 +57,9 @@ pub fn batch_digest(tx_root: &Digest, tx_count: u64, timestamp_ms: u64) -> Diges
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BlockHeader {
     pub height: SeqNum,
-    /// The view in which the batch was committed.
-    pub view: View,
+    // No view here: replicas may commit one batch in different views (a
+    // NEW-VIEW re-issues it), and the block must hash the same on all of
+    // them. The view is in the commit certificate.
     pub prev_hash: Digest,
     pub batch_digest: Digest,
     pub tx_root: Digest,

@@ -130,7 +130,6 @@ pub fn make_block(prev_hash: Digest, committed: &CommittedBatch, execution: &Exe
     Block {
         header: BlockHeader {
             height: committed.certificate.seq,
-            view: committed.certificate.view,
             prev_hash,
             batch_digest: committed.certificate.batch_digest,
             tx_root: merkle_root_of(&batch.txs),

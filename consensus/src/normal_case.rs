@@ -20,12 +20,22 @@ impl Replica {
     ) -> Result<(), Rejected> {
         if view > self.view || (view == self.view && self.mode != Mode::Normal) {
             self.note_peer_view(from, view);
+            // Others work in a view we have not entered: what they commit
+            // we can fetch meanwhile.
+            if seq <= self.high() {
+                self.highest_seen = self.highest_seen.max(seq);
+            }
             return Err(Rejected::FutureView {
                 view,
                 current: self.view,
             });
         }
         if view < self.view {
+            // Others are still working in an older view (we left it alone,
+            // or were cut off): what they commit we can fetch.
+            if seq <= self.high() {
+                self.highest_seen = self.highest_seen.max(seq);
+            }
             return Err(Rejected::StaleView {
                 view,
                 current: self.view,
@@ -81,7 +91,11 @@ impl Replica {
         self.check_view_and_window(from, view, seq)?;
         if let Some(existing) = self.log.get(&seq).and_then(|s| s.digest()) {
             if existing == digest {
-                return Ok(()); // a retransmission
+                // A retransmission: the primary may have missed our prepare.
+                if let Some(p) = self.log[&seq].prepares.get(&self.me).cloned() {
+                    self.send(from, Message::Prepare(p));
+                }
+                return Ok(());
             }
             return Err(Rejected::ConflictingPrePrepare { view, seq });
         }
@@ -284,6 +298,14 @@ impl Replica {
             let hash = tx_hash(tx);
             self.in_flight.remove(&hash);
             self.pending_set.remove(&hash);
+            if self.recent_committed_set.insert(hash) {
+                self.recent_committed.push_back(hash);
+            }
+        }
+        while self.recent_committed.len() > self.cfg.pending_txs_max {
+            if let Some(old) = self.recent_committed.pop_front() {
+                self.recent_committed_set.remove(&old);
+            }
         }
         if !b.batch.txs.is_empty() {
             let pending_set = &self.pending_set;

@@ -1,7 +1,6 @@
 //! The replica: the state the protocol steps share, the entry point
 //! [`Replica::handle`], and the guard against double-signing.
 
-use crate::message::{verify_view_change_body, VerifyContext};
 use crate::{
     tx_hash, Batch, CheckpointCertificate, CommitCertificate, CommittedBatch, Message, NewView,
     PrePrepare, Prepare, PreparedProof, Rejected, SeqNum, Transaction, ValidatorIndex,
@@ -149,6 +148,9 @@ pub enum WalEntry {
     View { view: View, entered: bool },
     /// A stable checkpoint.
     Stable(CheckpointCertificate),
+    /// The NEW-VIEW we entered its view with, so that after a restart we
+    /// can still hand it to a peer that missed it.
+    NewView(Box<Signed<NewView>>),
 }
 
 impl WalEntry {
@@ -160,6 +162,16 @@ impl WalEntry {
             WalEntry::Accepted { pre_prepare, .. } => Some(pre_prepare.payload.seq),
             WalEntry::Prepared(p) => Some(p.pre_prepare.payload.seq),
             WalEntry::View { .. } | WalEntry::Stable(_) => None,
+            // Kept until a stable checkpoint passes what it re-issued.
+            WalEntry::NewView(nv) => Some(
+                nv.payload
+                    .pre_prepares
+                    .iter()
+                    .map(|p| p.payload.seq)
+                    .max()
+                    .unwrap_or(SeqNum(0))
+                    .max(SeqNum(1)),
+            ),
         }
     }
 }
@@ -346,6 +358,10 @@ pub struct Replica {
     pub(crate) pending_set: BTreeMap<Digest, u64>,
     /// Transactions in batches pre-prepared but not committed.
     pub(crate) in_flight: BTreeSet<Digest>,
+    /// Recently committed transactions (bounded), so a late copy of one is
+    /// not queued again.
+    pub(crate) recent_committed: VecDeque<Digest>,
+    pub(crate) recent_committed_set: BTreeSet<Digest>,
     /// When we entered the current view (proposal delays count from here).
     pub(crate) view_entered_ms: u64,
     /// Smoothed delay from first seeing a transaction to its pre-prepare,
@@ -418,6 +434,8 @@ impl Replica {
             pending: VecDeque::new(),
             pending_set: BTreeMap::new(),
             in_flight: BTreeSet::new(),
+            recent_committed: VecDeque::new(),
+            recent_committed_set: BTreeSet::new(),
             view_entered_ms: 0,
             propose_delay_ewma_ms: 0,
             propose_delay_samples: 0,
@@ -457,6 +475,11 @@ impl Replica {
                         left = left.max(view);
                     }
                 }
+                WalEntry::NewView(nv) => {
+                    if self.new_view.as_ref().is_none_or(|old| old.payload.view < nv.payload.view) {
+                        self.new_view = Some(*nv);
+                    }
+                }
                 WalEntry::Stable(cert) => {
                     if self.stable.as_ref().is_none_or(|s| s.seq < cert.seq) {
                         self.stable = Some(cert);
@@ -465,6 +488,9 @@ impl Replica {
             }
         }
         self.view = entered.max(left);
+        if self.new_view.as_ref().is_some_and(|nv| nv.payload.view != self.view) {
+            self.new_view = None;
+        }
         self.mode = if left > entered {
             Mode::ViewChanging
         } else {
@@ -481,6 +507,9 @@ impl Replica {
                 }
             }
         }
+        if self.mode == Mode::Normal {
+            self.restore_own_votes();
+        }
         // A primary never re-assigns a seq it pre-prepared in this view.
         let proposed_here = self
             .guard
@@ -492,12 +521,49 @@ impl Replica {
         self.next_seq = self.committed.max(proposed_here).max(low).next();
     }
 
+    /// Rebuilds our own PREPARE and COMMIT messages of the current view from
+    /// the recorded votes, so that they are retransmitted after a restart.
+    /// ed25519 signing is deterministic: the signatures are the ones sent
+    /// before.
+    fn restore_own_votes(&mut self) {
+        let view = self.view;
+        let low = self.low();
+        let votes: Vec<(SeqNum, Phase, Digest)> = self
+            .guard
+            .iter()
+            .filter(|((v, seq, _), _)| *v == view && *seq > low)
+            .map(|((_, seq, phase), d)| (*seq, *phase, *d))
+            .collect();
+        let me = self.me;
+        for (seq, phase, digest) in votes {
+            match phase {
+                Phase::Prepare => {
+                    let p = self.sign(Prepare { view, seq, digest });
+                    self.log.entry(seq).or_default().prepares.insert(me, p);
+                }
+                Phase::Commit => {
+                    let c = self.sign(crate::Commit { view, seq, digest });
+                    let slot = self.log.entry(seq).or_default();
+                    slot.commits.insert(me, c);
+                    slot.prepared = true;
+                }
+                Phase::PrePrepare => {}
+            }
+        }
+    }
+
     /// The single entry point. `now_ms` is monotonic time from the driver.
     pub fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Output> {
         self.now_ms = self.now_ms.max(now_ms);
         if !self.retransmit_armed {
+            // The first input after start or restart: start the timers, and
+            // resume a view change we were in.
             self.retransmit_armed = true;
             self.set_timer(Timer::Retransmit, self.now_ms + self.cfg.retransmit_ms);
+            if self.mode == Mode::ViewChanging {
+                self.send_view_change();
+            }
+            self.arm_progress_timer();
         }
         match input {
             Input::Message(m) => self.on_message(m),
@@ -563,7 +629,10 @@ impl Replica {
                 break;
             }
             let hash = tx_hash(&tx);
-            if self.in_flight.contains(&hash) || self.pending_set.contains_key(&hash) {
+            if self.in_flight.contains(&hash)
+                || self.pending_set.contains_key(&hash)
+                || self.recent_committed_set.contains(&hash)
+            {
                 continue;
             }
             self.pending_set.insert(hash, self.now_ms);
@@ -660,14 +729,6 @@ impl Replica {
     pub(crate) fn send(&mut self, to: ValidatorIndex, message: Message) {
         if to != self.me {
             self.out.push(Output::Send { to, message });
-        }
-    }
-
-    pub(crate) fn verify_ctx(&self) -> VerifyContext<'_> {
-        VerifyContext {
-            chain_id: &self.cfg.chain_id,
-            validators: &self.cfg.validators,
-            known_good_txs: None,
         }
     }
 
@@ -803,11 +864,6 @@ impl Replica {
         self.checkpoint_votes.retain(|s, _| *s > low);
         self.catch_up_buffer.retain(|s, _| *s > self.committed);
         self.out.push(Output::PruneWal { below: low.next() });
-    }
-
-    /// Checks a VIEW-CHANGE body again (used when recomputing NEW-VIEW).
-    pub(crate) fn view_change_valid(&self, vc: &ViewChange) -> bool {
-        verify_view_change_body(vc, &self.verify_ctx()).is_ok()
     }
 
     /// For tests: the digest this replica signed for a vote, if any.

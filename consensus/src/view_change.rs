@@ -71,7 +71,16 @@ pub(crate) fn reissue(vcs: &[Signed<ViewChange>], window: u64) -> Reissue {
 impl Replica {
     pub(crate) fn on_progress_timeout(&mut self) {
         if self.mode == Mode::ViewChanging {
-            // The NEW-VIEW did not come: try the next primary, waiting longer.
+            // §4.4: move on to the next view only if 2f + 1 wanted this one
+            // and its primary failed to produce a NEW-VIEW. A replica that
+            // left alone (cut off, or wrong about the primary) waits here,
+            // resending its VIEW-CHANGE, for the others to need a view
+            // change too; meanwhile it catches up on what they commit.
+            let supporters = self.view_changes.get(&self.view).map_or(0, |m| m.len());
+            if supporters < self.cfg.quorum() {
+                self.arm_progress_timer();
+                return;
+            }
             self.failed_views = self.failed_views.saturating_add(1);
         }
         let target = self.view.next();
@@ -128,6 +137,24 @@ impl Replica {
         self.progress_deadline = None;
         self.arm_progress_timer();
         self.try_send_new_view();
+    }
+
+    /// Signs and broadcasts our VIEW-CHANGE for the current view, with our
+    /// stable checkpoint and every prepared certificate above it.
+    pub(crate) fn send_view_change(&mut self) {
+        let target = self.view;
+        let low = self.low();
+        let vc = ViewChange {
+            new_view: target,
+            checkpoint: self.stable.clone(),
+            prepared: self.prepared.range(low.next()..).map(|(_, p)| p.clone()).collect(),
+        };
+        let signed = self.sign(vc);
+        self.view_changes
+            .entry(target)
+            .or_default()
+            .insert(self.me, signed.clone());
+        self.broadcast(Message::ViewChange(signed));
     }
 
     pub(crate) fn on_view_change(
@@ -214,16 +241,9 @@ impl Replica {
         if by_sender.len() < quorum {
             return;
         }
-        // The first `quorum` by validator index: deterministic.
-        let vcs: Vec<Signed<ViewChange>> = by_sender
-            .values()
-            .filter(|vc| self.view_change_valid(&vc.payload))
-            .take(quorum)
-            .cloned()
-            .collect();
-        if vcs.len() < quorum {
-            return;
-        }
+        // The first `quorum` by validator index: deterministic. Every one
+        // was fully checked by `verify_message` before it got here.
+        let vcs: Vec<Signed<ViewChange>> = by_sender.values().take(quorum).cloned().collect();
         let plan = reissue(&vcs, self.cfg.window);
         let mut pre_prepares = Vec::new();
         for (seq, (digest, _)) in &plan.entries {
@@ -349,6 +369,7 @@ impl Replica {
             .max(self.low())
             .next();
         self.view_changes.retain(|v, _| *v > view);
+        self.out.push(Output::Persist(WalEntry::NewView(Box::new(nv.clone()))));
         self.new_view = Some(nv);
         self.progress_deadline = None;
         self.arm_progress_timer();
