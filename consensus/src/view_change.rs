@@ -76,8 +76,14 @@ impl Replica {
             // left alone (cut off, or wrong about the primary) waits here,
             // resending its VIEW-CHANGE, for the others to need a view
             // change too; meanwhile it catches up on what they commit.
-            let supporters = self.view_changes.get(&self.view).map_or(0, |m| m.len());
-            if supporters < self.cfg.quorum() {
+            // A VIEW-CHANGE for a later view counts too: its sender went
+            // through this one.
+            let supporters: std::collections::BTreeSet<ValidatorIndex> = self
+                .view_changes
+                .range(self.view..)
+                .flat_map(|(_, by_sender)| by_sender.keys().copied())
+                .collect();
+            if supporters.len() < self.cfg.quorum() {
                 self.arm_progress_timer();
                 return;
             }

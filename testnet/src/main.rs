@@ -1,10 +1,12 @@
 //! `phalanx-testnet`: test networks for Phalanx.
 //!
-//! `sim` runs the deterministic simulator over a range of seeds. Process
-//! testnets (`up`, `run`), manifests (`generate`) and the benchmark
-//! (`bench`) will be further subcommands.
+//! `up` starts a live local testnet of real processes, `run` plays scenario
+//! manifests to a verdict, `generate` writes homes for hand-started nodes,
+//! `bench` measures throughput and latency, and `sim` runs the
+//! deterministic simulator over a range of seeds.
 
 use clap::{Args, Parser, Subcommand};
+use phalanx_testnet::cli;
 use phalanx_testnet::sim::{default_threads, sweep, BehaviourChoice, FaultProfile, SweepSpec};
 use std::ops::Range;
 use std::process::ExitCode;
@@ -23,6 +25,16 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Start a local testnet of real `phalanx` processes with a live view;
+    /// Ctrl-C stops it and prints the verdict.
+    Up(cli::UpArgs),
+    /// Run scenario manifests (TOML) to a verdict each; non-zero exit if any
+    /// ends other than expected.
+    Run(cli::RunArgs),
+    /// Write a genesis and home directories for validators started by hand.
+    Generate(cli::GenerateArgs),
+    /// Measure committed throughput and end-to-end latency of a fresh cluster.
+    Bench(cli::BenchArgs),
     /// Run the deterministic simulator, one scenario per seed.
     Sim(SimArgs),
 }
@@ -93,6 +105,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Sim(args) => sim(args),
+        Command::Up(args) => cli::up(args),
+        Command::Run(args) => cli::run(args),
+        Command::Generate(args) => cli::generate(args),
+        Command::Bench(args) => cli::bench(args),
     }
 }
 
