@@ -50,7 +50,9 @@ fn transfers(client: &Keypair, from_nonce: u64, n: usize) -> Vec<Transaction> {
 
 fn block_codec(c: &mut Criterion) {
     let client = Keypair::insecure_from_label("client");
-    let keys: Vec<Keypair> = (0..4).map(|i| Keypair::insecure_from_label(&format!("v{i}"))).collect();
+    let keys: Vec<Keypair> = (0..4)
+        .map(|i| Keypair::insecure_from_label(&format!("v{i}")))
+        .collect();
     let g = genesis(&keys, &client);
     let mut ledger = MemoryLedger::from_genesis(&g);
     let batch = Batch {
@@ -63,12 +65,20 @@ fn block_codec(c: &mut Criterion) {
         batch_digest: batch.digest(),
         votes: vec![],
     };
-    let block = ledger.apply(CHAIN, &CommittedBatch { batch, certificate: cert });
+    let block = ledger.apply(
+        CHAIN,
+        &CommittedBatch {
+            batch,
+            certificate: cert,
+        },
+    );
     let bytes = codec::encode(&block);
     let mut grp = c.benchmark_group("block_1000_txs");
     grp.throughput(Throughput::Bytes(bytes.len() as u64));
     grp.bench_function("encode", |b| b.iter(|| codec::encode(&block)));
-    grp.bench_function("decode", |b| b.iter(|| codec::decode::<Block>(&bytes, 64 << 20).unwrap()));
+    grp.bench_function("decode", |b| {
+        b.iter(|| codec::decode::<Block>(&bytes, 64 << 20).unwrap())
+    });
     grp.finish();
 }
 
@@ -76,7 +86,9 @@ fn block_codec(c: &mut Criterion) {
 /// signature verification of peers' messages (the core alone).
 fn core_only(c: &mut Criterion) {
     let client = Keypair::insecure_from_label("client");
-    let keys: Vec<Keypair> = (0..4).map(|i| Keypair::insecure_from_label(&format!("v{i}"))).collect();
+    let keys: Vec<Keypair> = (0..4)
+        .map(|i| Keypair::insecure_from_label(&format!("v{i}")))
+        .collect();
     let g = genesis(&keys, &client);
     let cfg = g.consensus_config();
     let ctx_validators = cfg.validators.clone();
@@ -86,11 +98,19 @@ fn core_only(c: &mut Criterion) {
     grp.sample_size(10);
     grp.bench_function("blocks_of_10_txs", |b| {
         b.iter(|| {
-            let mut replicas: Vec<Replica> = keys.iter().map(|k| Replica::new(cfg.clone(), k.clone()).unwrap()).collect();
-            let mut ledgers: Vec<MemoryLedger> = (0..4).map(|_| MemoryLedger::from_genesis(&g)).collect();
+            let mut replicas: Vec<Replica> = keys
+                .iter()
+                .map(|k| Replica::new(cfg.clone(), k.clone()).unwrap())
+                .collect();
+            let mut ledgers: Vec<MemoryLedger> =
+                (0..4).map(|_| MemoryLedger::from_genesis(&g)).collect();
             let mut queue: VecDeque<(u16, u16, Message)> = VecDeque::new();
             let mut messages = 0u64;
-            let ctx = VerifyContext { chain_id: CHAIN, validators: &ctx_validators, known_good_txs: Some(&|_| true) };
+            let ctx = VerifyContext {
+                chain_id: CHAIN,
+                validators: &ctx_validators,
+                known_good_txs: Some(&|_| true),
+            };
             for round in 0..blocks {
                 let txs = transfers(&client, round * 10, 10);
                 for i in 0..4 {

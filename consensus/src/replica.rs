@@ -476,7 +476,11 @@ impl Replica {
                     }
                 }
                 WalEntry::NewView(nv) => {
-                    if self.new_view.as_ref().is_none_or(|old| old.payload.view < nv.payload.view) {
+                    if self
+                        .new_view
+                        .as_ref()
+                        .is_none_or(|old| old.payload.view < nv.payload.view)
+                    {
                         self.new_view = Some(*nv);
                     }
                 }
@@ -488,7 +492,11 @@ impl Replica {
             }
         }
         self.view = entered.max(left);
-        if self.new_view.as_ref().is_some_and(|nv| nv.payload.view != self.view) {
+        if self
+            .new_view
+            .as_ref()
+            .is_some_and(|nv| nv.payload.view != self.view)
+        {
             self.new_view = None;
         }
         self.mode = if left > entered {

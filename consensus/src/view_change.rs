@@ -153,7 +153,11 @@ impl Replica {
         let vc = ViewChange {
             new_view: target,
             checkpoint: self.stable.clone(),
-            prepared: self.prepared.range(low.next()..).map(|(_, p)| p.clone()).collect(),
+            prepared: self
+                .prepared
+                .range(low.next()..)
+                .map(|(_, p)| p.clone())
+                .collect(),
         };
         let signed = self.sign(vc);
         self.view_changes
@@ -375,7 +379,8 @@ impl Replica {
             .max(self.low())
             .next();
         self.view_changes.retain(|v, _| *v > view);
-        self.out.push(Output::Persist(WalEntry::NewView(Box::new(nv.clone()))));
+        self.out
+            .push(Output::Persist(WalEntry::NewView(Box::new(nv.clone()))));
         self.new_view = Some(nv);
         self.progress_deadline = None;
         self.arm_progress_timer();

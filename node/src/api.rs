@@ -1,0 +1,465 @@
+//! The HTTP API (JSON). Routes are stable under `/v1`; `/openapi.json`
+//! describes them. Every error is a 4xx/5xx with
+//! `{"error": {"code": "...", "message": "..."}}`, and no input panics the
+//! node: bodies are size-limited, JSON is parsed by hand so every failure
+//! gets our error shape, and nothing here touches consensus state except
+//! through the mempool.
+
+use crate::node::Shared;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures::stream::Stream;
+use phalanx_consensus::{Block, CommitCertificate, SeqNum, Transaction, TxResult};
+use phalanx_crypto::{merkle, Address, Digest};
+use serde::Deserialize;
+use serde_json::{json, Value};
+use std::convert::Infallible;
+use std::sync::Arc;
+
+type AppState = Arc<Shared>;
+
+/// An API error with its HTTP status and a stable code.
+pub struct ApiError {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl ApiError {
+    fn new(status: u16, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status: StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": {"code": self.code, "message": self.message}});
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<phalanx_storage::StorageError> for ApiError {
+    fn from(e: phalanx_storage::StorageError) -> ApiError {
+        ApiError::new(500, "storage", e.to_string())
+    }
+}
+
+pub fn router(shared: AppState) -> Router {
+    let body_limit = shared.config.api.max_body_bytes;
+    Router::new()
+        .route("/v1/transactions", post(submit))
+        .route("/v1/transactions/{hash}", get(transaction))
+        .route("/v1/accounts/{address}", get(account))
+        .route("/v1/blocks/latest", get(latest_block))
+        .route("/v1/blocks/{height}", get(block))
+        .route("/v1/validators", get(validators))
+        .route("/v1/status", get(status))
+        .route("/v1/evidence", get(evidence))
+        .route("/v1/events", get(events))
+        .route("/health", get(health))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(shared)
+}
+
+/// Serves the API until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    shared: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let app = router(shared);
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
+    {
+        tracing::error!("api server: {e}");
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(404, "not_found", "no such route; see /openapi.json")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::new(
+        405,
+        "method_not_allowed",
+        "method not allowed on this route; see /openapi.json",
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchBody {
+    transactions: Vec<Value>,
+}
+
+fn parse_tx(v: Value) -> Result<Transaction, String> {
+    serde_json::from_value(v).map_err(|e| e.to_string())
+}
+
+/// `POST /v1/transactions`: one transaction, or `{"transactions": [...]}`.
+async fn submit(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let is_json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !is_json {
+        return Err(ApiError::new(
+            415,
+            "unsupported_media_type",
+            "send the transaction as JSON with Content-Type: application/json",
+        ));
+    }
+    let body = body.map_err(|e| {
+        let status = e.status().as_u16();
+        let code = if status == 413 {
+            "body_too_large"
+        } else {
+            "bad_body"
+        };
+        ApiError::new(status, code, e.body_text())
+    })?;
+    let value: Value = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(400, "malformed_json", format!("malformed JSON: {e}")))?;
+    let batch = value.get("transactions").is_some();
+    let raw = if batch {
+        let b: BatchBody = serde_json::from_value(value)
+            .map_err(|e| ApiError::new(400, "malformed_transaction", e.to_string()))?;
+        if b.transactions.len() > s.config.api.max_batch_txs {
+            return Err(ApiError::new(
+                413,
+                "batch_too_large",
+                format!(
+                    "{} transactions, the limit is {}",
+                    b.transactions.len(),
+                    s.config.api.max_batch_txs
+                ),
+            ));
+        }
+        b.transactions
+    } else {
+        vec![value]
+    };
+    // Parse each; a malformed one is its own error.
+    let mut parsed = Vec::with_capacity(raw.len());
+    let mut errors: Vec<Option<ApiError>> = Vec::with_capacity(raw.len());
+    for v in raw {
+        match parse_tx(v) {
+            Ok(tx) => {
+                parsed.push(tx);
+                errors.push(None);
+            }
+            Err(e) => errors.push(Some(ApiError::new(
+                400,
+                "malformed_transaction",
+                format!("not a transaction: {e}"),
+            ))),
+        }
+    }
+    let (verdicts, admitted) = s.mempool.submit(parsed).await;
+    if !admitted.is_empty() {
+        // Bounded channel: waits while the consensus loop is busy.
+        let _ = s.admitted.send((admitted, true)).await;
+    }
+    let mut verdicts = verdicts.into_iter();
+    let results: Vec<Result<Digest, ApiError>> = errors
+        .into_iter()
+        .map(|e| match e {
+            Some(e) => Err(e),
+            None => match verdicts.next() {
+                Some(Ok(h)) => Ok(h),
+                Some(Err(e)) => {
+                    s.metrics.reject_tx(e.code());
+                    Err(ApiError::new(e.status(), e.code(), e.to_string()))
+                }
+                None => Err(ApiError::new(500, "internal", "verdict missing")),
+            },
+        })
+        .collect();
+    if !batch {
+        let result = results.into_iter().next().expect("one transaction");
+        return match result {
+            Ok(h) => Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"hash": h.to_hex(), "status": "pending"})),
+            )
+                .into_response()),
+            Err(e) => Err(e),
+        };
+    }
+    let accepted = results.iter().filter(|r| r.is_ok()).count();
+    let items: Vec<Value> = results
+        .into_iter()
+        .map(|r| match r {
+            Ok(h) => json!({"hash": h.to_hex(), "status": "pending"}),
+            Err(e) => json!({"error": {"code": e.code, "message": e.message}}),
+        })
+        .collect();
+    Ok((
+        StatusCode::OK,
+        Json(json!({"accepted": accepted, "results": items})),
+    )
+        .into_response())
+}
+
+#[derive(Deserialize)]
+struct ProofQuery {
+    proof: Option<bool>,
+}
+
+fn parse_digest(text: &str) -> Result<Digest, ApiError> {
+    Digest::from_hex(text).map_err(|_| ApiError::new(400, "bad_hash", "expected 64 hex characters"))
+}
+
+fn result_json(r: &TxResult) -> Value {
+    match r {
+        TxResult::Executed => json!({"status": "executed"}),
+        TxResult::Failed(f) => json!({"status": "failed", "reason": f.to_string()}),
+    }
+}
+
+/// `GET /v1/transactions/{hash}[?proof=true]`
+async fn transaction(
+    State(s): State<AppState>,
+    Path(hash): Path<String>,
+    Query(q): Query<ProofQuery>,
+) -> Result<Response, ApiError> {
+    let hash = parse_digest(&hash)?;
+    if let Some(loc) = s.store.tx_location(&hash)? {
+        let block = s
+            .store
+            .block(loc.height)?
+            .ok_or_else(|| ApiError::new(500, "storage", "indexed block missing"))?;
+        let mut body = json!({
+            "hash": hash.to_hex(),
+            "status": "committed",
+            "height": loc.height.0,
+            "position": loc.position,
+            "block_hash": block.hash().to_hex(),
+            "result": result_json(&loc.result),
+            "transaction": block.txs.get(loc.position as usize),
+        });
+        if q.proof.unwrap_or(false) {
+            let hashes = block
+                .txs
+                .iter()
+                .map(phalanx_consensus::tx_hash)
+                .collect::<Vec<_>>();
+            let proof = merkle::prove(&hashes, loc.position as usize)
+                .ok_or_else(|| ApiError::new(500, "storage", "position outside block"))?;
+            body["proof"] = json!(proof);
+            body["header"] = json!(block.header);
+            let cert = s.store.certificate(loc.height)?;
+            body["certificate"] = cert
+                .map(|c| certificate_json(&s, &c))
+                .unwrap_or(Value::Null);
+        }
+        return Ok(Json(body).into_response());
+    }
+    if s.mempool.contains(&hash) {
+        return Ok(Json(json!({"hash": hash.to_hex(), "status": "pending"})).into_response());
+    }
+    Ok((
+        StatusCode::NOT_FOUND,
+        Json(json!({"hash": hash.to_hex(), "status": "unknown"})),
+    )
+        .into_response())
+}
+
+/// `GET /v1/accounts/{address}`
+async fn account(
+    State(s): State<AppState>,
+    Path(address): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let address = Address::from_hex(&address)
+        .map_err(|_| ApiError::new(400, "bad_address", "expected 40 hex characters"))?;
+    let a = s.store.account(&address)?;
+    let height = s.store.height()?;
+    let pending_nonce = s.mempool.pending_nonce(&address, a.nonce);
+    Ok(Json(json!({
+        "address": address.to_hex(),
+        "balance": a.balance,
+        "nonce": a.nonce,
+        "pending_nonce": pending_nonce,
+        "height": height.0,
+    })))
+}
+
+/// A certificate with, for every signature, the signer's key and the exact
+/// bytes signed: checkable with any ed25519 library.
+fn certificate_json(s: &Shared, c: &CommitCertificate) -> Value {
+    let signatures: Vec<Value> = c
+        .votes
+        .iter()
+        .map(|v| {
+            json!({
+                "validator_index": s.validators.index_of(&v.signer).map(|i| i.0),
+                "public_key": v.signer.to_hex(),
+                "signature": v.signature.to_hex(),
+                "signed_bytes": hex::encode(v.signing_bytes(s.chain_id())),
+            })
+        })
+        .collect();
+    json!({
+        "view": c.view.0,
+        "seq": c.seq.0,
+        "batch_digest": c.batch_digest.to_hex(),
+        "signatures": signatures,
+    })
+}
+
+fn block_json(s: &Shared, b: &Block, cert: Option<CommitCertificate>) -> Value {
+    json!({
+        "height": b.header.height.0,
+        "hash": b.hash().to_hex(),
+        "header": b.header,
+        "transactions": b.txs,
+        "tx_hashes": b.txs.iter().map(|t| phalanx_consensus::tx_hash(t).to_hex()).collect::<Vec<_>>(),
+        "results": b.results.iter().map(result_json).collect::<Vec<_>>(),
+        "certificate": cert.map(|c| certificate_json(s, &c)),
+    })
+}
+
+async fn block_at(s: &Shared, height: SeqNum) -> Result<Json<Value>, ApiError> {
+    let b = s.store.block(height)?.ok_or_else(|| {
+        ApiError::new(404, "not_found", format!("no block at height {}", height.0))
+    })?;
+    let cert = s.store.certificate(height)?;
+    Ok(Json(block_json(s, &b, cert)))
+}
+
+/// `GET /v1/blocks/latest`
+async fn latest_block(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let h = s.store.height()?;
+    if h.0 == 0 {
+        return Err(ApiError::new(404, "not_found", "no blocks yet"));
+    }
+    block_at(&s, h).await
+}
+
+/// `GET /v1/blocks/{height}`
+async fn block(
+    State(s): State<AppState>,
+    Path(height): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let h: u64 = height
+        .parse()
+        .map_err(|_| ApiError::new(400, "bad_height", "height must be a positive integer"))?;
+    block_at(&s, SeqNum(h)).await
+}
+
+/// `GET /v1/validators`
+async fn validators(State(s): State<AppState>) -> Json<Value> {
+    let list: Vec<Value> = s
+        .genesis
+        .validators
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            json!({
+                "index": i,
+                "name": v.name,
+                "public_key": v.public_key.to_hex(),
+                "p2p_address": v.p2p_address,
+            })
+        })
+        .collect();
+    Json(json!({
+        "chain_id": s.chain_id(),
+        "genesis_hash": s.genesis_hash.to_hex(),
+        "f": s.validators.f(),
+        "quorum": s.validators.quorum(),
+        "validators": list,
+    }))
+}
+
+/// `GET /v1/status`
+async fn status(State(s): State<AppState>) -> Json<Value> {
+    Json(json!(s.status()))
+}
+
+/// `GET /v1/evidence`
+async fn evidence(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let list: Vec<Value> = s
+        .store
+        .evidence()?
+        .iter()
+        .map(|e| {
+            json!({
+                "validator": e.validator.to_hex(),
+                "validator_index": s.validators.index_of(&e.validator).map(|i| i.0),
+                "phase": format!("{:?}", e.phase),
+                "view": e.view.0,
+                "seq": e.seq.0,
+                "first": e.first,
+                "second": e.second,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"evidence": list})))
+}
+
+/// `GET /v1/events`: server-sent events, one `block` event per new block.
+async fn events(
+    State(s): State<AppState>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let rx = s.blocks.subscribe();
+    let stream = futures::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(b) => {
+                    let event = SseEvent::default()
+                        .event("block")
+                        .json_data(&b)
+                        .unwrap_or_default();
+                    return Some((Ok(event), rx));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// `GET /health`
+async fn health(State(s): State<AppState>) -> Json<Value> {
+    let st = s.status();
+    Json(json!({"status": "ok", "height": st.height, "peers_connected": st.peers_connected}))
+}
+
+/// `GET /metrics`: Prometheus text format.
+async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.metrics.render(),
+    )
+        .into_response()
+}
+
+/// `GET /openapi.json`
+async fn openapi() -> Json<Value> {
+    Json(crate::openapi::document())
+}

@@ -1,0 +1,156 @@
+//! Prometheus metrics, served at `/metrics`.
+
+use prometheus_client::encoding::{text::encode, EncodeLabelSet};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: String,
+}
+
+/// Every metric the node exports.
+pub struct Metrics {
+    registry: Registry,
+    pub height: Gauge,
+    pub view: Gauge,
+    pub view_changes: Counter,
+    pub commit_latency_seconds: Histogram,
+    pub batch_size: Histogram,
+    pub mempool_txs: Gauge,
+    pub mempool_bytes: Gauge,
+    pub peers_connected: Gauge,
+    pub messages_rejected: Family<ReasonLabel, Counter>,
+    pub txs_rejected: Family<ReasonLabel, Counter>,
+    pub evidence: Counter,
+    pub txs_executed: Counter,
+    pub txs_failed: Counter,
+    pub catching_up: Gauge,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("phalanx");
+        let m = Metrics {
+            height: Gauge::default(),
+            view: Gauge::default(),
+            view_changes: Counter::default(),
+            commit_latency_seconds: Histogram::new([
+                0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0,
+            ]),
+            batch_size: Histogram::new([
+                0.0, 1.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 2000.0, 5000.0,
+            ]),
+            mempool_txs: Gauge::default(),
+            mempool_bytes: Gauge::default(),
+            peers_connected: Gauge::default(),
+            messages_rejected: Family::default(),
+            txs_rejected: Family::default(),
+            evidence: Counter::default(),
+            txs_executed: Counter::default(),
+            txs_failed: Counter::default(),
+            catching_up: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "height",
+            "Height of the last applied block",
+            m.height.clone(),
+        );
+        registry.register("view", "Current PBFT view", m.view.clone());
+        registry.register(
+            "view_changes",
+            "Views entered after view 0",
+            m.view_changes.clone(),
+        );
+        registry.register(
+            "commit_latency_seconds",
+            "Time from mempool admission to commit, per transaction",
+            m.commit_latency_seconds.clone(),
+        );
+        registry.register(
+            "batch_size",
+            "Transactions per committed block",
+            m.batch_size.clone(),
+        );
+        registry.register(
+            "mempool_txs",
+            "Transactions in the mempool",
+            m.mempool_txs.clone(),
+        );
+        registry.register(
+            "mempool_bytes",
+            "Bytes in the mempool",
+            m.mempool_bytes.clone(),
+        );
+        registry.register(
+            "peers_connected",
+            "Connected validators",
+            m.peers_connected.clone(),
+        );
+        registry.register(
+            "messages_rejected",
+            "Consensus messages rejected, by reason",
+            m.messages_rejected.clone(),
+        );
+        registry.register(
+            "transactions_rejected",
+            "Submitted transactions rejected, by reason",
+            m.txs_rejected.clone(),
+        );
+        registry.register(
+            "evidence",
+            "Evidence records of equivocation",
+            m.evidence.clone(),
+        );
+        registry.register(
+            "transactions_executed",
+            "Transactions executed",
+            m.txs_executed.clone(),
+        );
+        registry.register(
+            "transactions_failed",
+            "Transactions failed",
+            m.txs_failed.clone(),
+        );
+        registry.register(
+            "catching_up",
+            "1 while catching up from peers",
+            m.catching_up.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+
+    pub fn reject_message(&self, reason: &str) {
+        self.messages_rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    pub fn reject_tx(&self, reason: &str) {
+        self.txs_rejected
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc();
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = encode(&mut out, &self.registry);
+        out
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}

@@ -1,0 +1,600 @@
+//! The validator: one event loop owns the `Replica` (or its traitor
+//! wrapper), feeds it verified inputs, and carries out its outputs in
+//! order — persist (synced) before send before commit.
+//!
+//! Signatures are checked off the loop: peer messages on blocking threads
+//! (pre-prepared transactions this node already verified in its mempool are
+//! not checked again), client transactions in the mempool.
+
+use crate::config::{load_genesis, ConfigError, Home, NodeConfig};
+use crate::mempool::Mempool;
+use crate::metrics::Metrics;
+use crate::network::{self, NetEvent, NetworkConfig, NetworkHandle};
+use phalanx_consensus::traitor::{Behaviour, Participant, Trigger};
+use phalanx_consensus::{
+    tx_hash, verify_message, CommittedBatch, Event, Genesis, Input, Message, Output, Replica,
+    SeqNum, Timer, Transaction, ValidatorIndex, ValidatorSet, VerifiedMessage, VerifyContext,
+    WalEntry,
+};
+use phalanx_crypto::{codec, Digest, Keypair};
+use phalanx_storage::{RocksOptions, RocksStore, StorageError, Store};
+use serde::Serialize;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, mpsc};
+use tracing::{debug, error, info, warn};
+
+/// Capacity of the loop's input channels.
+const LOOP_CHANNEL_CAPACITY: usize = 4096;
+/// Capacity of the new-block stream for API subscribers.
+const BLOCK_EVENTS_CAPACITY: usize = 1024;
+/// The most transactions decoded from one gossip message.
+const GOSSIP_TXS_MAX: u64 = 16 << 20;
+
+/// Why the node stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("storage: {0}")]
+    Storage(#[from] StorageError),
+    #[error("key file: {0}")]
+    Key(#[from] phalanx_crypto::CryptoError),
+    #[error("network: {0}")]
+    Network(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What `/v1/status` shows.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Status {
+    pub chain_id: String,
+    pub validator_index: u16,
+    pub validator_key: String,
+    pub height: u64,
+    pub last_block_hash: String,
+    pub view: u64,
+    pub primary: u16,
+    pub view_changing: bool,
+    pub catching_up: bool,
+    pub peers_connected: usize,
+    pub mempool_txs: usize,
+    pub mempool_bytes: usize,
+    pub behaviour: Option<String>,
+}
+
+/// A new block, as streamed on `/v1/events`.
+#[derive(Clone, Debug, Serialize)]
+pub struct BlockEvent {
+    pub height: u64,
+    pub hash: String,
+    pub view: u64,
+    pub tx_count: u64,
+    pub timestamp_ms: u64,
+}
+
+/// State shared between the loop and the API.
+pub struct Shared {
+    pub genesis: Genesis,
+    pub genesis_hash: Digest,
+    pub validators: ValidatorSet,
+    pub me: ValidatorIndex,
+    pub store: Arc<dyn Store>,
+    pub mempool: Arc<Mempool>,
+    pub metrics: Metrics,
+    pub status: RwLock<Status>,
+    pub blocks: broadcast::Sender<BlockEvent>,
+    /// Admitted transactions for the consensus loop (and gossip).
+    pub admitted: mpsc::Sender<(Vec<Transaction>, bool)>,
+    pub network: NetworkHandle,
+    pub config: NodeConfig,
+}
+
+impl Shared {
+    pub fn chain_id(&self) -> &str {
+        &self.genesis.chain_id
+    }
+
+    pub fn status(&self) -> Status {
+        self.status
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// Everything loaded from a home directory before the node starts.
+pub struct Loaded {
+    pub config: NodeConfig,
+    pub genesis: Genesis,
+    pub key: Keypair,
+    pub home: Home,
+}
+
+/// Loads and checks config, genesis and key from `home`.
+pub fn load_home(home: &Home) -> Result<Loaded, NodeError> {
+    let config = NodeConfig::load(&home.node_toml())?;
+    let genesis = load_genesis(&home.genesis_json())?;
+    let key = phalanx_crypto::load_key_file(&home.key_json())?;
+    if genesis.validator_set().index_of(&key.public()).is_none() {
+        return Err(NodeError::Invalid(format!(
+            "{}: key {} is not one of the genesis validators",
+            home.key_json().display(),
+            key.public()
+        )));
+    }
+    if config.byzantine.is_some() && !genesis.test_network {
+        return Err(NodeError::Invalid(format!(
+            "{}: [byzantine] is set but {} does not say test_network = true; traitor behaviours only run on test networks",
+            home.node_toml().display(),
+            home.genesis_json().display()
+        )));
+    }
+    Ok(Loaded {
+        config,
+        genesis,
+        key,
+        home: home.clone(),
+    })
+}
+
+/// Opens the store for `genesis`, initialising it on first start.
+pub fn open_store(
+    home: &Home,
+    genesis: &Genesis,
+    sync_blocks: bool,
+) -> Result<Arc<RocksStore>, NodeError> {
+    std::fs::create_dir_all(home.data_dir())
+        .map_err(|e| NodeError::Invalid(format!("{}: {e}", home.data_dir().display())))?;
+    let options = RocksOptions {
+        sync_blocks,
+        ..RocksOptions::default()
+    };
+    let store = RocksStore::open(&home.db_dir(), &options)?;
+    store.init_genesis(genesis)?;
+    Ok(Arc::new(store))
+}
+
+/// Runs the validator until `shutdown` resolves.
+pub async fn run(
+    loaded: Loaded,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<(), NodeError> {
+    let Loaded {
+        config,
+        genesis,
+        key,
+        home,
+    } = loaded;
+    let validators = genesis.validator_set();
+    let me = validators
+        .index_of(&key.public())
+        .expect("checked in load_home");
+    let store: Arc<dyn Store> = open_store(&home, &genesis, config.storage.sync_blocks)?;
+    let consensus_cfg = config.consensus_config(&genesis);
+    let wal = store.load_wal()?;
+    let height = store.height()?;
+    let replica = Replica::restore(consensus_cfg, key.clone(), wal, height)
+        .map_err(|e| NodeError::Invalid(format!("consensus config: {e}")))?;
+    let behaviour = match &config.byzantine {
+        Some(b) => Some(
+            b.behaviour
+                .parse::<Behaviour>()
+                .map_err(|e| NodeError::Invalid(e.to_string()))?,
+        ),
+        None => None,
+    };
+    let participant = match behaviour {
+        Some(b) => {
+            let trigger = Trigger {
+                from_height: config
+                    .byzantine
+                    .as_ref()
+                    .and_then(|c| c.from_height)
+                    .map(SeqNum),
+                from_ms: None,
+            };
+            warn!(behaviour = %b, "running as a TRAITOR (test network)");
+            Participant::traitor(replica, b, trigger)
+        }
+        None => Participant::honest(replica),
+    };
+
+    // Network.
+    let mut dial = Vec::new();
+    for v in &genesis.validators {
+        let addr = config.p2p.peers.get(&v.name).unwrap_or(&v.p2p_address);
+        let addr = addr
+            .parse()
+            .map_err(|e| NodeError::Invalid(format!("dial address of {}: {e}", v.name)))?;
+        dial.push((v.public_key, addr));
+    }
+    let net_cfg = NetworkConfig {
+        chain_id: genesis.chain_id.clone(),
+        listen: config
+            .p2p
+            .listen
+            .parse()
+            .map_err(|e| NodeError::Invalid(format!("p2p.listen: {e}")))?,
+        validators: dial,
+        max_message_bytes: config.p2p.max_message_bytes,
+    };
+    let (network, net_events, net_task) = network::start(&key, net_cfg)
+        .await
+        .map_err(|e| NodeError::Network(e.to_string()))?;
+
+    let (admitted_tx, admitted_rx) = mpsc::channel(LOOP_CHANNEL_CAPACITY);
+    let (blocks_tx, _) = broadcast::channel(BLOCK_EVENTS_CAPACITY);
+    let mempool = Arc::new(Mempool::new(
+        config.mempool.clone(),
+        genesis.chain_id.clone(),
+        store.clone(),
+    ));
+    let shared = Arc::new(Shared {
+        genesis_hash: genesis.hash(),
+        validators: validators.clone(),
+        me,
+        store: store.clone(),
+        mempool,
+        metrics: Metrics::new(),
+        status: RwLock::new(Status {
+            chain_id: genesis.chain_id.clone(),
+            validator_index: me.0,
+            validator_key: key.public().to_hex(),
+            behaviour: behaviour.map(|b| b.to_string()),
+            ..Status::default()
+        }),
+        blocks: blocks_tx,
+        admitted: admitted_tx,
+        network: network.clone(),
+        config: config.clone(),
+        genesis,
+    });
+
+    let api_listener = tokio::net::TcpListener::bind(config.api.listen)
+        .await
+        .map_err(|e| NodeError::Invalid(format!("api.listen {}: {e}", config.api.listen)))?;
+    info!(
+        validator = me.0,
+        key = %key.public().short(),
+        height = height.0,
+        api = %config.api.listen,
+        p2p = %config.p2p.listen,
+        "phalanx node starting"
+    );
+    let (api_stop_tx, api_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let api_task = tokio::spawn(crate::api::serve(api_listener, shared.clone(), async {
+        let _ = api_stop_rx.await;
+    }));
+
+    let (verified_tx, verified_rx) = mpsc::channel(LOOP_CHANNEL_CAPACITY);
+    let verifier = tokio::spawn(verify_inbound(shared.clone(), net_events, verified_tx));
+
+    let mut driver = Driver {
+        shared: shared.clone(),
+        participant,
+        timers: BTreeMap::new(),
+        start: Instant::now(),
+        wal: Vec::new(),
+    };
+    let result = driver.run_loop(verified_rx, admitted_rx, shutdown).await;
+    info!("shutting down");
+    let _ = api_stop_tx.send(());
+    let _ = api_task.await;
+    verifier.abort();
+    network.shutdown();
+    let _ = tokio::time::timeout(Duration::from_secs(2), net_task).await;
+    result
+}
+
+/// What the verifier hands the loop.
+enum Verified {
+    Message(Box<VerifiedMessage>),
+    Transactions(Vec<Transaction>),
+    Peers(usize),
+}
+
+/// Decodes and verifies inbound network traffic off the loop.
+async fn verify_inbound(
+    shared: Arc<Shared>,
+    mut events: mpsc::Receiver<NetEvent>,
+    out: mpsc::Sender<Verified>,
+) {
+    while let Some(event) = events.recv().await {
+        match event {
+            NetEvent::Consensus { from, bytes } => {
+                let s = shared.clone();
+                let verdict = tokio::task::spawn_blocking(move || {
+                    let message = Message::decode(&bytes)?;
+                    let mempool = s.mempool.clone();
+                    let known = move |h: &Digest| mempool.is_verified(h);
+                    let ctx = VerifyContext {
+                        chain_id: s.chain_id(),
+                        validators: &s.validators,
+                        known_good_txs: Some(&known),
+                    };
+                    verify_message(from, message, &ctx)
+                })
+                .await;
+                match verdict {
+                    Ok(Ok(v)) => {
+                        if out.send(Verified::Message(Box::new(v))).await.is_err() {
+                            return;
+                        }
+                    }
+                    Ok(Err(reason)) => {
+                        shared.metrics.reject_message(reason.reason());
+                        debug!(from = from.0, %reason, "rejected a message");
+                    }
+                    Err(e) => error!("verifier task failed: {e}"),
+                }
+            }
+            NetEvent::Transactions { bytes } => {
+                let txs: Vec<Transaction> = match codec::decode(&bytes, GOSSIP_TXS_MAX) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        shared.metrics.reject_message("malformed_gossip");
+                        debug!("malformed transaction gossip: {e}");
+                        continue;
+                    }
+                };
+                let (verdicts, admitted) = shared.mempool.submit(txs).await;
+                for v in verdicts.iter().filter_map(|v| v.as_ref().err()) {
+                    shared.metrics.reject_tx(v.code());
+                }
+                if !admitted.is_empty() && out.send(Verified::Transactions(admitted)).await.is_err()
+                {
+                    return;
+                }
+            }
+            NetEvent::PeerConnected(_) | NetEvent::PeerDisconnected(_) => {
+                let peers = shared.network.connected().len();
+                if out.send(Verified::Peers(peers)).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+struct Driver {
+    shared: Arc<Shared>,
+    participant: Participant,
+    timers: BTreeMap<Timer, Instant>,
+    start: Instant,
+    /// Persist entries waiting to be written before the next other output.
+    wal: Vec<WalEntry>,
+}
+
+impl Driver {
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    async fn run_loop(
+        &mut self,
+        mut verified: mpsc::Receiver<Verified>,
+        mut admitted: mpsc::Receiver<(Vec<Transaction>, bool)>,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) -> Result<(), NodeError> {
+        tokio::pin!(shutdown);
+        // Start the replica's timers.
+        self.step(Input::Timer(Timer::Retransmit))?;
+        loop {
+            let next_timer = self.timers.values().min().copied();
+            let sleep = async {
+                match next_timer {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = &mut shutdown => return Ok(()),
+                Some(v) = verified.recv() => match v {
+                    Verified::Message(m) => self.step(Input::Message(*m))?,
+                    Verified::Transactions(txs) => self.step(Input::Transactions(txs))?,
+                    Verified::Peers(n) => {
+                        self.shared.metrics.peers_connected.set(n as i64);
+                        self.update_status();
+                    }
+                },
+                Some((txs, gossip)) = admitted.recv() => {
+                    if gossip {
+                        self.shared.network.gossip_transactions(codec::encode(&txs));
+                    }
+                    self.step(Input::Transactions(txs))?;
+                }
+                _ = sleep => {
+                    let now = Instant::now();
+                    let due: Vec<Timer> = self.timers.iter().filter(|(_, at)| **at <= now).map(|(t, _)| *t).collect();
+                    for t in due {
+                        self.timers.remove(&t);
+                        self.step(Input::Timer(t))?;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Feeds one input and everything it leads to (executed blocks).
+    fn step(&mut self, input: Input) -> Result<(), NodeError> {
+        let mut inputs = VecDeque::from([input]);
+        while let Some(input) = inputs.pop_front() {
+            let now = self.now_ms();
+            let outputs = self.participant.handle(now, input);
+            self.carry_out(outputs, &mut inputs)?;
+        }
+        self.update_status();
+        Ok(())
+    }
+
+    fn flush_wal(&mut self) -> Result<(), NodeError> {
+        if !self.wal.is_empty() {
+            self.shared.store.append_wal(&self.wal, true)?;
+            self.wal.clear();
+        }
+        Ok(())
+    }
+
+    /// Carries out outputs in order. Persist entries are batched into one
+    /// synced write that lands before any later output.
+    fn carry_out(
+        &mut self,
+        outputs: Vec<Output>,
+        inputs: &mut VecDeque<Input>,
+    ) -> Result<(), NodeError> {
+        for output in outputs {
+            if let Output::Persist(entry) = output {
+                self.wal.push(entry);
+                continue;
+            }
+            self.flush_wal()?;
+            match output {
+                Output::Persist(_) => unreachable!("handled above"),
+                Output::PruneWal { below } => self.shared.store.prune_wal(below)?,
+                Output::Send { to, message } => {
+                    self.shared.network.send(to, Arc::new(message.encode()));
+                }
+                Output::Broadcast(message) => {
+                    self.shared.network.broadcast(Arc::new(message.encode()));
+                }
+                Output::Commit(cb) => {
+                    let executed = self.commit(&cb)?;
+                    inputs.push_back(executed);
+                }
+                Output::ServeCatchUp { to, from, to_seq } => {
+                    self.serve_catch_up(to, from, to_seq)?
+                }
+                Output::SetTimer { timer, at_ms } => {
+                    let delay = at_ms.saturating_sub(self.now_ms());
+                    self.timers
+                        .insert(timer, Instant::now() + Duration::from_millis(delay));
+                }
+                Output::Evidence(e) => {
+                    warn!(validator = %e.validator.short(), view = e.view.0, seq = e.seq.0, phase = ?e.phase, "equivocation evidence recorded");
+                    self.shared.store.put_evidence(&e)?;
+                    self.shared.metrics.evidence.inc();
+                }
+                Output::Rejected { from, reason } => {
+                    self.shared.metrics.reject_message(reason.reason());
+                    debug!(from = from.0, %reason, "rejected");
+                }
+                Output::Event(event) => self.on_event(event)?,
+            }
+        }
+        self.flush_wal()
+    }
+
+    /// Executes and stores a committed block; returns the Executed input.
+    fn commit(&mut self, cb: &CommittedBatch) -> Result<Input, NodeError> {
+        let block = self
+            .shared
+            .store
+            .apply_committed(self.shared.chain_id(), cb)?;
+        let hashes: Vec<Digest> = block.txs.iter().map(tx_hash).collect();
+        let m = &self.shared.metrics;
+        for waited in self.shared.mempool.remove_committed(&hashes) {
+            m.commit_latency_seconds.observe(waited.as_secs_f64());
+        }
+        let failed = block
+            .results
+            .iter()
+            .filter(|r| matches!(r, phalanx_consensus::TxResult::Failed(_)))
+            .count() as u64;
+        m.txs_executed.inc_by(block.txs.len() as u64 - failed);
+        m.txs_failed.inc_by(failed);
+        m.batch_size.observe(block.txs.len() as f64);
+        m.height.set(block.header.height.0 as i64);
+        let hash = block.hash();
+        debug!(height = block.header.height.0, txs = block.txs.len(), hash = %hash.short(), "committed");
+        let _ = self.shared.blocks.send(BlockEvent {
+            height: block.header.height.0,
+            hash: hash.to_hex(),
+            view: cb.certificate.view.0,
+            tx_count: block.header.tx_count,
+            timestamp_ms: block.header.timestamp_ms,
+        });
+        Ok(Input::Executed {
+            seq: block.header.height,
+            block_hash: hash,
+            state_root: block.header.state_root,
+        })
+    }
+
+    fn serve_catch_up(
+        &mut self,
+        to: ValidatorIndex,
+        from: SeqNum,
+        to_seq: SeqNum,
+    ) -> Result<(), NodeError> {
+        let budget = self.shared.config.p2p.max_message_bytes / 2;
+        let mut used = 0usize;
+        let mut batches = Vec::new();
+        for (block, certificate) in self.shared.store.blocks_range(from, to_seq)? {
+            let cb = CommittedBatch {
+                batch: block.batch(),
+                certificate,
+            };
+            used += codec::encoded_len(&cb) as usize;
+            if used > budget && !batches.is_empty() {
+                break;
+            }
+            batches.push(cb);
+        }
+        let message = Message::CatchUpResponse(batches);
+        self.shared.network.send(to, Arc::new(message.encode()));
+        Ok(())
+    }
+
+    fn on_event(&mut self, event: Event) -> Result<(), NodeError> {
+        match event {
+            Event::ViewChangeStarted { to } => warn!(view = to.0, "view change started"),
+            Event::NewViewEntered { view, primary } => {
+                info!(view = view.0, primary = primary.0, "entered new view");
+                self.shared.metrics.view_changes.inc();
+            }
+            Event::CheckpointStable { seq } => {
+                debug!(seq = seq.0, "checkpoint stable");
+                if let Some(cert) = self.participant.replica().stable_checkpoint() {
+                    self.shared.store.put_checkpoint(cert)?;
+                }
+            }
+            Event::CatchingUp { from, to } => info!(from = from.0, to = to.0, "catching up"),
+            Event::StateDiverged { seq } => error!(
+                seq = seq.0,
+                "our executed state differs from a 2f+1 checkpoint quorum: this node's data is corrupt"
+            ),
+            Event::PrimarySuspected { view, reason } => warn!(view = view.0, reason, "suspecting the primary"),
+        }
+        Ok(())
+    }
+
+    fn update_status(&self) {
+        let r = self.participant.replica();
+        let (txs, bytes) = self.shared.mempool.size();
+        let m = &self.shared.metrics;
+        m.view.set(r.view().0 as i64);
+        m.mempool_txs.set(txs as i64);
+        m.mempool_bytes.set(bytes as i64);
+        m.catching_up.set(r.is_catching_up() as i64);
+        let tip = self.shared.store.tip().ok();
+        let mut s = self
+            .shared
+            .status
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(tip) = tip {
+            s.height = tip.height.0;
+            s.last_block_hash = tip.last_hash.to_hex();
+        }
+        s.view = r.view().0;
+        s.primary = r.primary().0;
+        s.view_changing = r.is_view_changing();
+        s.catching_up = r.is_catching_up();
+        s.peers_connected = self.shared.network.connected().len();
+        s.mempool_txs = txs;
+        s.mempool_bytes = bytes;
+    }
+}

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine lacks to build Phalanx: libclang for
+# RocksDB's bindings (bindgen) and a C++ compiler. Safe to run repeatedly.
+set -euo pipefail
+
+need=()
+# bindgen loads libclang at build time.
+if ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1 && ! ls /usr/lib/x86_64-linux-gnu/libclang*.so* >/dev/null 2>&1; then
+  need+=(libclang-dev)
+fi
+command -v g++ >/dev/null 2>&1 || need+=(g++)
+command -v cargo >/dev/null 2>&1 || { echo "prereqs: cargo is not installed (install Rust from rustup.rs)" >&2; exit 1; }
+
+if [ ${#need[@]} -gt 0 ]; then
+  echo "prereqs: installing ${need[*]} (apt-get)"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# A build cache outside the clone: RocksDB takes minutes to compile on two
+# cores, so every clone on this machine shares one target directory.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/phalanx-ws}"
