@@ -22,3 +22,14 @@ fi
 # A build cache outside the clone: RocksDB takes minutes to compile on two
 # cores, so every clone on this machine shares one target directory.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/phalanx-ws}"
+
+# RocksDB's C++ takes tens of minutes on two cores. Once a machine has
+# compiled it, keep the static library and link it on later builds (a build
+# cache, keyed by the librocksdb-sys version in Cargo.lock); a machine
+# without the cache compiles from source as usual.
+ROCKSDB_SYS_VERSION=$(grep -A1 'name = "librocksdb-sys"' Cargo.lock | sed -n 's/version = "\(.*\)+.*"/\1/p')
+ROCKSDB_CACHE="/var/tmp/phalanx-cache/librocksdb-sys-${ROCKSDB_SYS_VERSION}"
+if [ -z "${ROCKSDB_LIB_DIR:-}" ] && [ -f "$ROCKSDB_CACHE/librocksdb.a" ]; then
+  export ROCKSDB_LIB_DIR="$ROCKSDB_CACHE" ROCKSDB_STATIC=1
+fi
+

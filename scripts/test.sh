@@ -10,4 +10,6 @@ cargo fmt --all -- --check
 # once. `cargo test` also builds the `phalanx` binaries the multi-process
 # tests start.
 cargo clippy --workspace --all-targets -- -D warnings
+cargo build --workspace --all-targets
+scripts/cache-rocksdb.sh
 cargo test --workspace --all-targets

@@ -7,6 +7,7 @@ cd "$(dirname "$0")/.."
 source scripts/prereqs.sh
 echo "building (the first build compiles RocksDB: several minutes on 2 cores)..."
 cargo build --quiet --workspace --all-targets
+scripts/cache-rocksdb.sh >/dev/null
 BIN="$CARGO_TARGET_DIR/debug"
 export PHALANX_BIN="$BIN/phalanx" PHALANX_WALLET_BIN="$BIN/phalanx-wallet"
 if [ $# -eq 0 ]; then
