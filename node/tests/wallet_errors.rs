@@ -262,7 +262,11 @@ fn unreachable_nodes_are_one_clear_line() {
         "{}",
         run.stderr
     );
-    assert!(run.stderr.to_lowercase().contains("connection refused"), "{}", run.stderr);
+    assert!(
+        run.stderr.to_lowercase().contains("connection refused"),
+        "{}",
+        run.stderr
+    );
 
     // --json adds a machine-readable error on stdout.
     let run = wallet(home, &["--json", "--node", &a, "nonce", &addr], None);
