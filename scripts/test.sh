@@ -12,12 +12,4 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets
 scripts/cache-rocksdb.sh
-# A representative few process-testnet scenarios (all of them:
-# `phalanx-testnet run testnet/manifests/*.toml`), including the negative
-# control, which must end in FAIL.
-BIN="$CARGO_TARGET_DIR/debug"
-PHALANX_BIN="$BIN/phalanx" PHALANX_WALLET_BIN="$BIN/phalanx-wallet" "$BIN/phalanx-testnet" run \
-  testnet/manifests/traitor-equivocate.toml \
-  testnet/manifests/partition-2-2.toml \
-  testnet/manifests/negative-control-colluding-equivocators.toml
 cargo test --workspace --all-targets
