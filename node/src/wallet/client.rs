@@ -273,7 +273,12 @@ fn describe(e: ureq::Error) -> String {
         ureq::Error::ConnectionFailed => "connection refused".to_string(),
         ureq::Error::HostNotFound => "host not found".to_string(),
         ureq::Error::Timeout(t) => format!("timed out ({t})"),
-        ureq::Error::Io(io) => io.to_string(),
+        ureq::Error::Io(io) => match io.kind() {
+            std::io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+            std::io::ErrorKind::TimedOut => "timed out".to_string(),
+            std::io::ErrorKind::ConnectionReset => "connection reset".to_string(),
+            _ => io.to_string(),
+        },
         ureq::Error::BodyExceedsLimit(n) => format!("response over {n} bytes"),
         other => other.to_string(),
     }

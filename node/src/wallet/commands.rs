@@ -84,14 +84,14 @@ pub enum Command {
         #[arg(long, value_name = "ADDRESS")]
         to: String,
         /// How much to send (at least 1).
-        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        #[arg(long, value_name = "N", value_parser = parse_amount)]
         amount: u64,
         /// Wait until the transaction is committed, then print its height
         /// and result.
         #[arg(long)]
         wait: bool,
         /// How long --wait waits, in seconds.
-        #[arg(long, value_name = "S", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=WAIT_TIMEOUT_S_MAX))]
+        #[arg(long, value_name = "S", default_value_t = 30, value_parser = parse_timeout)]
         timeout: u64,
         /// Use this nonce instead of choosing one (to replace a lost
         /// transaction).
@@ -110,6 +110,25 @@ pub enum Command {
         #[arg(value_name = "HASH")]
         hash: String,
     },
+}
+
+fn parse_amount(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(n) if n >= 1 => Ok(n),
+        _ => Err(format!(
+            "the amount must be a whole number from 1 to {}",
+            u64::MAX
+        )),
+    }
+}
+
+fn parse_timeout(text: &str) -> Result<u64, String> {
+    match text.parse::<u64>() {
+        Ok(n) if (1..=WAIT_TIMEOUT_S_MAX).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "the timeout is whole seconds from 1 to {WAIT_TIMEOUT_S_MAX}"
+        )),
+    }
 }
 
 /// What a command produced: text for people, a JSON object for programs.
