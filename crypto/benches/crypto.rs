@@ -1,7 +1,45 @@
-//! Signature verification (single and batched) and Merkle roots.
+//! Signature verification (single, batched, and `verify_all` on
+//! transfer-like payloads), wire decoding, and Merkle roots.
 
-use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use phalanx_crypto::{merkle, verify_batch, BatchItem, Digest, HashDomain, Keypair};
+use criterion::{criterion_group, criterion_main, BatchSize, BenchmarkId, Criterion, Throughput};
+use phalanx_crypto::{
+    codec, merkle, verify_batch, Address, AnyKey, BatchItem, Digest, HashDomain, Keypair, Signed,
+    SignedPayload,
+};
+use serde::{Deserialize, Serialize};
+
+/// Shaped like `phalanx_consensus::Transfer` (this crate cannot depend on it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+struct Transfer {
+    chain_id: String,
+    to: Address,
+    amount: u64,
+    nonce: u64,
+}
+
+impl SignedPayload for Transfer {
+    const DOMAIN: &'static str = "phalanx/transfer/v1";
+}
+
+const CHAIN_ID: &str = "bench-chain";
+
+/// `count` transfers signed round-robin by `signers` distinct keys.
+fn transfers(count: usize, signers: usize) -> Vec<Signed<Transfer>> {
+    let keys: Vec<Keypair> = (0..signers)
+        .map(|i| Keypair::insecure_from_label(&format!("sender{i}")))
+        .collect();
+    (0..count)
+        .map(|i| {
+            let transfer = Transfer {
+                chain_id: CHAIN_ID.to_string(),
+                to: Keypair::insecure_from_label(&format!("to{}", i % 97)).address(),
+                amount: 1 + i as u64,
+                nonce: (i / signers) as u64,
+            };
+            Signed::sign(transfer, &keys[i % signers], CHAIN_ID)
+        })
+        .collect()
+}
 
 fn signatures(c: &mut Criterion) {
     let keys: Vec<Keypair> = (0..64)
@@ -37,6 +75,71 @@ fn signatures(c: &mut Criterion) {
     g.finish();
 }
 
+/// What a validator does with a 1024-transaction pre-prepare: check every
+/// client signature (throughput is per signature).
+fn verify_all_transfers(c: &mut Criterion) {
+    let mut g = c.benchmark_group("verify_all_1024");
+    g.throughput(Throughput::Elements(1024));
+    for signers in [50usize, 1024] {
+        let txs = transfers(1024, signers);
+        g.bench_with_input(BenchmarkId::new("signers", signers), &txs, |b, txs| {
+            b.iter_batched(
+                || txs.clone(),
+                |txs| {
+                    let verdicts = Signed::verify_all(txs, CHAIN_ID, &AnyKey);
+                    assert!(verdicts.iter().all(|v| v.is_ok()));
+                },
+                BatchSize::LargeInput,
+            )
+        });
+    }
+    // Distinct signers never seen recently: more keys than the process-wide
+    // key cache holds, cycled, so every key is decompressed afresh.
+    let sets: Vec<Vec<Signed<Transfer>>> = (0..12)
+        .map(|set| {
+            let keys: Vec<Keypair> = (0..1024)
+                .map(|i| Keypair::insecure_from_label(&format!("cold{set}-{i}")))
+                .collect();
+            transfers(1024, 1)
+                .into_iter()
+                .zip(&keys)
+                .map(|(tx, key)| Signed::sign(tx.payload, key, CHAIN_ID))
+                .collect()
+        })
+        .collect();
+    let mut next = 0;
+    g.bench_function("signers/1024-uncached", |b| {
+        b.iter_batched(
+            || {
+                next = (next + 1) % sets.len();
+                sets[next].clone()
+            },
+            |txs| {
+                let verdicts = Signed::verify_all(txs, CHAIN_ID, &AnyKey);
+                assert!(verdicts.iter().all(|v| v.is_ok()));
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+/// Decoding 1024 signed transfers: dominated by the fixed-size byte arrays
+/// (key, signature, address).
+fn decode_transfers(c: &mut Criterion) {
+    let txs = transfers(1024, 50);
+    let bytes = codec::encode(&txs);
+    let mut g = c.benchmark_group("codec");
+    g.throughput(Throughput::Elements(1024));
+    g.bench_function("decode_1024_signed_transfers", |b| {
+        b.iter(|| codec::decode::<Vec<Signed<Transfer>>>(&bytes, 1 << 24).unwrap())
+    });
+    g.bench_function("encode_1024_signed_transfers", |b| {
+        b.iter(|| codec::encode(&txs))
+    });
+    g.finish();
+}
+
 fn merkle_root(c: &mut Criterion) {
     let leaves: Vec<Digest> = (0..1000u32)
         .map(|i| Digest::of(HashDomain::Transaction, &i.to_le_bytes()))
@@ -47,5 +150,11 @@ fn merkle_root(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, signatures, merkle_root);
+criterion_group!(
+    benches,
+    signatures,
+    verify_all_transfers,
+    decode_transfers,
+    merkle_root
+);
 criterion_main!(benches);

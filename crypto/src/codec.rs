@@ -32,6 +32,13 @@ pub fn encode<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
         .expect("canonical encoding of an in-memory value")
 }
 
+/// Appends the canonical bytes of `value` to `out`.
+pub(crate) fn encode_into<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) {
+    options()
+        .serialize_into(out, value)
+        .expect("canonical encoding of an in-memory value")
+}
+
 /// The canonical encoded size of `value`, without allocating it.
 pub fn encoded_len<T: Serialize + ?Sized>(value: &T) -> u64 {
     options()
