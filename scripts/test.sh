@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Runs every check CI runs: formatting, clippy, and the whole test suite.
+# Runs every check CI runs: formatting, clippy, the whole test suite, and a
+# representative few process-testnet scenarios.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/prereqs.sh
@@ -13,3 +14,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 cargo build --workspace --all-targets
 scripts/cache-rocksdb.sh
 cargo test --workspace --all-targets
+
+# Real processes: an equivocating primary, a killed primary (acknowledged
+# transactions must survive it), a 2|2 partition that heals, and the
+# negative control (f + 1 colluding equivocators), which must end in FAIL.
+# All of them: scripts/scenarios.sh
+scripts/scenarios.sh \
+  testnet/manifests/traitor-equivocate.toml \
+  testnet/manifests/primary-killed.toml \
+  testnet/manifests/partition-2-2.toml \
+  testnet/manifests/negative-control-colluding-equivocators.toml

@@ -32,8 +32,15 @@ impl Batch {
     /// The digest votes refer to: over the transaction root, the count and
     /// the timestamp.
     pub fn digest(&self) -> Digest {
+        self.digest_of_hashes(&self.tx_hashes())
+    }
+
+    /// [`Batch::digest`] from the transactions' hashes, for callers that
+    /// already computed them (they must be `self.tx_hashes()`).
+    pub(crate) fn digest_of_hashes(&self, tx_hashes: &[Digest]) -> Digest {
+        debug_assert_eq!(tx_hashes.len(), self.txs.len());
         batch_digest(
-            &merkle::root(&self.tx_hashes()),
+            &merkle::root(tx_hashes),
             self.txs.len() as u64,
             self.timestamp_ms,
         )
@@ -115,6 +122,18 @@ impl std::fmt::Display for TxFailure {
 pub enum TxResult {
     Executed,
     Failed(TxFailure),
+}
+
+impl TxResult {
+    /// Whether the same signed transaction may still execute in a later
+    /// block: it failed only because its nonce was ahead of its sender's
+    /// (an earlier one was missing, e.g. left out by a faulty primary).
+    /// Such a failure changes nothing and does not use the transaction up:
+    /// a client may submit it again. Executing consumes the nonce, so a
+    /// transaction still executes at most once.
+    pub fn may_execute_later(&self) -> bool {
+        matches!(self, TxResult::Failed(TxFailure::BadNonce { expected, got }) if got > expected)
+    }
 }
 
 /// A block: header, transactions and their results (which follow

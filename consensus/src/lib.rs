@@ -31,6 +31,7 @@ mod normal_case;
 mod replica;
 pub mod traitor;
 mod tx;
+mod tx_set;
 mod validators;
 mod view_change;
 

@@ -8,7 +8,7 @@
 //! output, a [`VerifiedMessage`], reaches [`crate::Replica::handle`].
 
 use crate::block::{CertError, CheckpointCertificate, CommitCertificate};
-use crate::{tx_hash, Batch, SeqNum, Transfer, ValidatorIndex, ValidatorSet, View, TX_BYTES_MAX};
+use crate::{Batch, SeqNum, Transfer, ValidatorIndex, ValidatorSet, View, TX_BYTES_MAX};
 use phalanx_crypto::{codec, AnyKey, Digest, KeySet, Signed, SignedPayload};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
@@ -173,6 +173,9 @@ pub struct VerifiedMessage {
     /// the simulator knows it).
     pub from: ValidatorIndex,
     message: Message,
+    /// For a pre-prepare, the hashes of its batch's transactions, computed
+    /// while checking it, so the replica does not hash them again.
+    tx_hashes: Vec<Digest>,
 }
 
 impl VerifiedMessage {
@@ -182,6 +185,11 @@ impl VerifiedMessage {
 
     pub fn into_message(self) -> Message {
         self.message
+    }
+
+    /// The message and, for a pre-prepare, its transactions' hashes.
+    pub(crate) fn into_parts(self) -> (Message, Vec<Digest>) {
+        (self.message, self.tx_hashes)
     }
 }
 
@@ -280,13 +288,23 @@ pub fn verify_batch(
     claimed: &Digest,
     ctx: &VerifyContext<'_>,
 ) -> Result<(), Rejected> {
+    verify_batch_hashes(batch, claimed, ctx).map(|_| ())
+}
+
+/// [`verify_batch`], returning the transactions' hashes it computed.
+fn verify_batch_hashes(
+    batch: &Batch,
+    claimed: &Digest,
+    ctx: &VerifyContext<'_>,
+) -> Result<Vec<Digest>, Rejected> {
     if batch.txs.len() > BATCH_TXS_MAX {
         return Err(Rejected::BatchTooLarge {
             txs: batch.txs.len(),
             max: BATCH_TXS_MAX,
         });
     }
-    let actual = batch.digest();
+    let tx_hashes = batch.tx_hashes();
+    let actual = batch.digest_of_hashes(&tx_hashes);
     if actual != *claimed {
         return Err(Rejected::DigestMismatch {
             claimed: *claimed,
@@ -296,7 +314,7 @@ pub fn verify_batch(
     let mut to_check = Vec::new();
     let mut positions = Vec::new();
     let mut seen = BTreeSet::new();
-    for (index, tx) in batch.txs.iter().enumerate() {
+    for (index, (tx, hash)) in batch.txs.iter().zip(&tx_hashes).enumerate() {
         if tx.payload.chain_id != ctx.chain_id {
             return Err(Rejected::BadTransaction {
                 index,
@@ -309,14 +327,13 @@ pub fn verify_batch(
                 reason: "transaction too large".into(),
             });
         }
-        let hash = tx_hash(tx);
-        if !seen.insert(hash) {
+        if !seen.insert(*hash) {
             return Err(Rejected::BadTransaction {
                 index,
                 reason: "duplicate transaction in batch".into(),
             });
         }
-        if ctx.known_good_txs.is_some_and(|known| known(&hash)) {
+        if ctx.known_good_txs.is_some_and(|known| known(hash)) {
             continue;
         }
         to_check.push(tx.clone());
@@ -331,7 +348,7 @@ pub fn verify_batch(
             });
         }
     }
-    Ok(())
+    Ok(tx_hashes)
 }
 
 fn verify_prepared(p: &PreparedProof, ctx: &VerifyContext<'_>) -> Result<(), Rejected> {
@@ -416,10 +433,11 @@ pub fn verify_message(
     if ctx.validators.key(from).is_none() {
         return Err(Rejected::UnknownSigner { what: "sender" });
     }
+    let mut tx_hashes = Vec::new();
     match &message {
         Message::PrePrepare { pre_prepare, batch } => {
             check_one(pre_prepare, "pre-prepare", ctx)?;
-            verify_batch(batch, &pre_prepare.payload.digest, ctx)?;
+            tx_hashes = verify_batch_hashes(batch, &pre_prepare.payload.digest, ctx)?;
         }
         Message::Prepare(s) => check_one(s, "prepare", ctx)?,
         Message::Commit(s) => check_one(s, "commit", ctx)?,
@@ -451,7 +469,11 @@ pub fn verify_message(
             }
         }
     }
-    Ok(VerifiedMessage { from, message })
+    Ok(VerifiedMessage {
+        from,
+        message,
+        tx_hashes,
+    })
 }
 
 /// Checks a committed batch: certificate valid, batch matches it.

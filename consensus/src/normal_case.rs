@@ -5,10 +5,10 @@
 use crate::replica::Output;
 use crate::replica::{Mode, Phase, Slot};
 use crate::{
-    tx_hash, Batch, Commit, CommittedBatch, Message, PrePrepare, Prepare, PreparedProof, Rejected,
-    Replica, SeqNum, ValidatorIndex, View, WalEntry,
+    Batch, Commit, CommittedBatch, Message, PrePrepare, Prepare, PreparedProof, Rejected, Replica,
+    SeqNum, ValidatorIndex, View, WalEntry,
 };
-use phalanx_crypto::Signed;
+use phalanx_crypto::{Digest, Signed};
 
 impl Replica {
     /// Checks that a normal-case message is for our view and window.
@@ -64,12 +64,15 @@ impl Replica {
 
     /// §4.2: a backup accepts a pre-prepare if it is from the primary of
     /// our view, inside the window, and the first for its (view, seq).
+    /// `tx_hashes` are the batch's, computed when the message was verified.
     pub(crate) fn on_pre_prepare(
         &mut self,
         from: ValidatorIndex,
         pp: Signed<PrePrepare>,
         batch: Batch,
+        tx_hashes: Vec<Digest>,
     ) -> Result<(), Rejected> {
+        assert_eq!(tx_hashes.len(), batch.txs.len(), "verified with its hashes");
         let PrePrepare { view, seq, digest } = pp.payload.clone();
         let signer = self.index_of(&pp.signer).ok_or(Rejected::UnknownSigner {
             what: "pre-prepare",
@@ -102,22 +105,30 @@ impl Replica {
         if signer == self.me {
             return Ok(()); // our own, echoed back by a traitor
         }
-        self.record_propose_delay(&batch);
-        self.accept_pre_prepare(pp, batch);
+        self.record_propose_delay(&tx_hashes);
+        self.accept_pre_prepare(pp, batch, tx_hashes);
         Ok(())
     }
 
     /// Stores an accepted pre-prepare, records it durably and, as a backup,
-    /// sends our PREPARE.
-    pub(crate) fn accept_pre_prepare(&mut self, pp: Signed<PrePrepare>, batch: Batch) {
+    /// sends our PREPARE. `tx_hashes` are the batch's transactions' hashes.
+    pub(crate) fn accept_pre_prepare(
+        &mut self,
+        pp: Signed<PrePrepare>,
+        batch: Batch,
+        tx_hashes: Vec<Digest>,
+    ) {
         let PrePrepare { view, seq, digest } = pp.payload.clone();
         debug_assert_eq!(view, self.view);
-        self.in_flight.extend(batch.txs.iter().map(tx_hash));
+        debug_assert_eq!(tx_hashes.len(), batch.txs.len());
+        self.add_in_flight(&tx_hashes);
         self.out.push(Output::Persist(WalEntry::Accepted {
             pre_prepare: pp.clone(),
             batch: batch.clone(),
         }));
-        self.slot(seq).pre_prepare = Some((pp, batch));
+        let slot = self.slot(seq);
+        slot.pre_prepare = Some((pp, batch));
+        slot.tx_hashes = tx_hashes;
         if !self.is_primary() {
             let prepare = Prepare { view, seq, digest };
             if let Some(signed) = self.sign_vote(Phase::Prepare, view, seq, digest, prepare) {
@@ -264,7 +275,8 @@ impl Replica {
         loop {
             let next = self.committed.next();
             if let Some(b) = self.catch_up_buffer.remove(&next) {
-                self.deliver(b);
+                let tx_hashes = b.batch.tx_hashes();
+                self.deliver(b, tx_hashes);
                 continue;
             }
             let ready = self
@@ -277,27 +289,32 @@ impl Replica {
             let cert = self
                 .certificate_for(next)
                 .expect("committed slot has a pre-prepare");
-            let batch = self.log[&next]
-                .pre_prepare
-                .as_ref()
-                .expect("checked")
-                .1
-                .clone();
-            self.deliver(CommittedBatch {
-                batch,
-                certificate: cert,
-            });
+            let slot = self.log.get_mut(&next).expect("checked");
+            let batch = slot.pre_prepare.as_ref().expect("checked").1.clone();
+            // Delivered once: the hashes are not needed after this.
+            let tx_hashes = std::mem::take(&mut slot.tx_hashes);
+            self.deliver(
+                CommittedBatch {
+                    batch,
+                    certificate: cert,
+                },
+                tx_hashes,
+            );
         }
     }
 
-    /// Emits one Commit output and forgets the batch's transactions.
-    pub(crate) fn deliver(&mut self, b: CommittedBatch) {
+    /// Emits one Commit output and forgets the batch's transactions, whose
+    /// hashes are `tx_hashes`.
+    pub(crate) fn deliver(&mut self, b: CommittedBatch, tx_hashes: Vec<Digest>) {
         let seq = b.certificate.seq;
         assert_eq!(seq, self.committed.next(), "blocks are delivered in order");
-        for tx in &b.batch.txs {
-            let hash = tx_hash(tx);
-            self.in_flight.remove(&hash);
-            self.pending_set.remove(&hash);
+        assert_eq!(
+            tx_hashes.len(),
+            b.batch.txs.len(),
+            "one hash per transaction"
+        );
+        for hash in tx_hashes {
+            self.remove_committed(&hash);
             if self.recent_committed_set.insert(hash) {
                 self.recent_committed.push_back(hash);
             }
@@ -307,10 +324,7 @@ impl Replica {
                 self.recent_committed_set.remove(&old);
             }
         }
-        if !b.batch.txs.is_empty() {
-            let pending_set = &self.pending_set;
-            self.pending.retain(|(h, _)| pending_set.contains_key(h));
-        }
+        debug_assert_eq!(self.pending.len(), self.pending_set.len());
         self.committed = seq;
         self.highest_seen = self.highest_seen.max(seq);
         self.last_delivery_ms = self.now_ms;
@@ -336,7 +350,7 @@ impl Replica {
             if self.next_seq > self.high() || in_flight_seqs >= self.cfg.pipeline_max {
                 return;
             }
-            let (txs, full) = self.unproposed_batch();
+            let (txs, tx_hashes, full) = self.unproposed_batch();
             if txs.is_empty() {
                 return;
             }
@@ -350,39 +364,43 @@ impl Replica {
             }
             self.batch_deadline = None;
             deadline_passed = false;
-            self.propose(Batch {
+            let batch = Batch {
                 txs,
                 timestamp_ms: self.now_ms,
-            });
+            };
+            self.propose(batch, tx_hashes);
         }
     }
 
-    /// The next batch to propose from pending transactions, and whether it
-    /// is full (by count or bytes).
-    fn unproposed_batch(&self) -> (Vec<crate::Transaction>, bool) {
+    /// The next batch to propose from pending transactions (oldest first,
+    /// none in flight), their hashes, and whether it is full (by count or
+    /// bytes).
+    fn unproposed_batch(&self) -> (Vec<crate::Transaction>, Vec<Digest>, bool) {
         let mut txs = Vec::new();
+        let mut tx_hashes = Vec::new();
         let mut bytes = 0u64;
-        for (hash, tx) in &self.pending {
-            if self.in_flight.contains(hash) {
-                continue;
-            }
+        for number in &self.unproposed {
+            let (hash, tx) = &self.pending[number];
+            debug_assert!(!self.in_flight.contains(hash));
             let len = crate::tx_len(tx);
             if bytes + len > self.cfg.batch_bytes_max {
-                return (txs, true);
+                return (txs, tx_hashes, true);
             }
             bytes += len;
             txs.push(tx.clone());
+            tx_hashes.push(*hash);
             if txs.len() >= self.cfg.batch_txs_max {
-                return (txs, true);
+                return (txs, tx_hashes, true);
             }
         }
-        (txs, false)
+        (txs, tx_hashes, false)
     }
 
-    /// §4.2: the primary assigns the next seq to `batch`.
-    pub(crate) fn propose(&mut self, batch: Batch) {
+    /// §4.2: the primary assigns the next seq to `batch`, whose
+    /// transactions' hashes are `tx_hashes`.
+    pub(crate) fn propose(&mut self, batch: Batch, tx_hashes: Vec<Digest>) {
         let (view, seq) = (self.view, self.next_seq);
-        let digest = batch.digest();
+        let digest = batch.digest_of_hashes(&tx_hashes);
         let payload = PrePrepare { view, seq, digest };
         let Some(pp) = self.sign_vote(Phase::PrePrepare, view, seq, digest, payload) else {
             return;
@@ -392,18 +410,17 @@ impl Replica {
             pre_prepare: pp.clone(),
             batch: batch.clone(),
         });
-        self.accept_pre_prepare(pp, batch);
+        self.accept_pre_prepare(pp, batch, tx_hashes);
     }
 
     /// Aardvark-style check on the primary: how long transactions we knew
-    /// waited before it proposed them.
-    fn record_propose_delay(&mut self, batch: &Batch) {
+    /// waited before it proposed them (`tx_hashes`, a batch's).
+    fn record_propose_delay(&mut self, tx_hashes: &[Digest]) {
         let start = self.view_entered_ms;
-        let delay = batch
-            .txs
+        let delay = tx_hashes
             .iter()
-            .filter_map(|tx| self.pending_set.get(&tx_hash(tx)))
-            .map(|arrived| self.now_ms.saturating_sub((*arrived).max(start)))
+            .filter_map(|hash| self.pending_set.get(hash))
+            .map(|arrived| self.now_ms.saturating_sub(arrived.at_ms.max(start)))
             .max();
         if let Some(d) = delay {
             self.propose_delay_ewma_ms = (3 * self.propose_delay_ewma_ms + d) / 4;
@@ -424,11 +441,10 @@ impl Replica {
         let limit = self.cfg.propose_timeout_ms;
         let start = self.view_entered_ms;
         let oldest_unproposed = self
-            .pending
-            .iter()
-            .find(|(h, _)| !self.in_flight.contains(h))
-            .and_then(|(h, _)| self.pending_set.get(h))
-            .map(|arrived| self.now_ms.saturating_sub((*arrived).max(start)));
+            .unproposed
+            .first()
+            .and_then(|number| self.pending_set.get(&self.pending[number].0))
+            .map(|arrived| self.now_ms.saturating_sub(arrived.at_ms.max(start)));
         let too_old = oldest_unproposed.is_some_and(|age| age > limit);
         let too_slow = self.propose_delay_samples >= 4 && self.propose_delay_ewma_ms > limit / 2;
         too_old || too_slow

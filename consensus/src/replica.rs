@@ -1,6 +1,7 @@
 //! The replica: the state the protocol steps share, the entry point
 //! [`Replica::handle`], and the guard against double-signing.
 
+use crate::tx_set::{TxHashKey, TxMap, TxSet};
 use crate::{
     tx_hash, Batch, CheckpointCertificate, CommitCertificate, CommittedBatch, Message, NewView,
     PrePrepare, Prepare, PreparedProof, Rejected, SeqNum, Transaction, ValidatorIndex,
@@ -245,6 +246,10 @@ pub enum Input {
         block_hash: Digest,
         state_root: Digest,
     },
+    /// Committed transactions that failed but may still execute
+    /// ([`crate::TxResult::may_execute_later`]): a copy of one may be queued
+    /// again, although it was committed.
+    MayRetry(Vec<Digest>),
 }
 
 /// What the replica asks its driver to do, in order.
@@ -294,6 +299,9 @@ pub(crate) enum Mode {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Slot {
     pub pre_prepare: Option<(Signed<PrePrepare>, Batch)>,
+    /// The hashes of the pre-prepared batch's transactions, computed once
+    /// when it was accepted and used again when it is delivered.
+    pub tx_hashes: Vec<Digest>,
     pub prepares: BTreeMap<ValidatorIndex, Signed<Prepare>>,
     pub commits: BTreeMap<ValidatorIndex, Signed<crate::Commit>>,
     pub prepared: bool,
@@ -306,6 +314,14 @@ impl Slot {
     pub fn digest(&self) -> Option<Digest> {
         self.pre_prepare.as_ref().map(|(pp, _)| pp.payload.digest)
     }
+}
+
+/// When a pending transaction arrived: the time, and its place in arrival
+/// order.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Arrival {
+    pub at_ms: u64,
+    pub number: u64,
 }
 
 /// A PBFT replica. See the crate documentation.
@@ -352,16 +368,24 @@ pub struct Replica {
     /// Highest view seen in f + 1 distinct validators' messages, per sender.
     pub(crate) peer_views: BTreeMap<ValidatorIndex, View>,
 
-    /// Transactions known but not yet committed, in arrival order.
-    pub(crate) pending: VecDeque<(Digest, Transaction)>,
-    /// Pending transaction hashes with their arrival time.
-    pub(crate) pending_set: BTreeMap<Digest, u64>,
+    /// Transactions known but not yet committed, by arrival number (so in
+    /// arrival order), with their hashes.
+    pub(crate) pending: BTreeMap<u64, (Digest, Transaction)>,
+    /// Pending transaction hashes with their arrival time and number.
+    pub(crate) pending_set: TxMap<Arrival>,
+    /// The arrival number the next pending transaction gets.
+    pub(crate) next_arrival: u64,
     /// Transactions in batches pre-prepared but not committed.
-    pub(crate) in_flight: BTreeSet<Digest>,
+    pub(crate) in_flight: TxSet,
+    /// The arrival numbers of pending transactions not in flight, oldest
+    /// first: what the primary proposes next. Kept alongside `pending` so
+    /// that cutting a batch or committing one never scans every pending
+    /// transaction. Changes only with `pending` and `in_flight`.
+    pub(crate) unproposed: BTreeSet<u64>,
     /// Recently committed transactions (bounded), so a late copy of one is
     /// not queued again.
     pub(crate) recent_committed: VecDeque<Digest>,
-    pub(crate) recent_committed_set: BTreeSet<Digest>,
+    pub(crate) recent_committed_set: TxSet,
     /// When we entered the current view (proposal delays count from here).
     pub(crate) view_entered_ms: u64,
     /// Smoothed delay from first seeing a transaction to its pre-prepare,
@@ -407,6 +431,7 @@ impl Replica {
                 field: "key",
                 reason: format!("{} is not a genesis validator", key.public()),
             })?;
+        let tx_hash_key = TxHashKey::new(&key);
         let mut r = Replica {
             cfg,
             key,
@@ -431,11 +456,13 @@ impl Replica {
             batch_deadline: None,
             retransmit_armed: false,
             peer_views: BTreeMap::new(),
-            pending: VecDeque::new(),
-            pending_set: BTreeMap::new(),
-            in_flight: BTreeSet::new(),
+            pending: BTreeMap::new(),
+            pending_set: tx_hash_key.map(),
+            next_arrival: 0,
+            in_flight: tx_hash_key.set(),
+            unproposed: BTreeSet::new(),
             recent_committed: VecDeque::new(),
-            recent_committed_set: BTreeSet::new(),
+            recent_committed_set: tx_hash_key.set(),
             view_entered_ms: 0,
             propose_delay_ewma_ms: 0,
             propose_delay_samples: 0,
@@ -510,8 +537,11 @@ impl Replica {
             for (pp, batch) in accepted {
                 let (view, seq) = (pp.payload.view, pp.payload.seq);
                 if view == self.view && seq > low {
-                    self.in_flight.extend(batch.txs.iter().map(tx_hash));
-                    self.log.entry(seq).or_default().pre_prepare = Some((pp, batch));
+                    let tx_hashes = batch.tx_hashes();
+                    self.add_in_flight(&tx_hashes);
+                    let slot = self.log.entry(seq).or_default();
+                    slot.pre_prepare = Some((pp, batch));
+                    slot.tx_hashes = tx_hashes;
                 }
             }
         }
@@ -582,6 +612,11 @@ impl Replica {
                 block_hash,
                 state_root,
             } => self.on_executed(seq, block_hash, state_root),
+            Input::MayRetry(hashes) => {
+                for hash in &hashes {
+                    self.recent_committed_set.remove(hash);
+                }
+            }
         }
         self.maybe_propose();
         std::mem::take(&mut self.out)
@@ -589,9 +624,10 @@ impl Replica {
 
     fn on_message(&mut self, m: VerifiedMessage) {
         let from = m.from;
-        let result = match m.into_message() {
+        let (message, tx_hashes) = m.into_parts();
+        let result = match message {
             Message::PrePrepare { pre_prepare, batch } => {
-                self.on_pre_prepare(from, pre_prepare, batch)
+                self.on_pre_prepare(from, pre_prepare, batch, tx_hashes)
             }
             Message::Prepare(p) => self.on_prepare(from, p),
             Message::Commit(c) => self.on_commit(from, c),
@@ -643,9 +679,17 @@ impl Replica {
             {
                 continue;
             }
-            self.pending_set.insert(hash, self.now_ms);
-            self.pending.push_back((hash, tx));
+            let number = self.next_arrival;
+            self.next_arrival += 1;
+            let arrival = Arrival {
+                at_ms: self.now_ms,
+                number,
+            };
+            self.pending_set.insert(hash, arrival);
+            self.pending.insert(number, (hash, tx));
+            self.unproposed.insert(number);
         }
+        debug_assert_eq!(self.pending.len(), self.pending_set.len());
     }
 
     // ---- accessors for drivers, tests and checkers ----
@@ -777,6 +821,40 @@ impl Replica {
 
     pub(crate) fn sign<M: SignedPayload>(&self, payload: M) -> Signed<M> {
         Signed::sign(payload, &self.key, &self.cfg.chain_id)
+    }
+
+    /// Marks transactions as part of a pre-prepared batch: no longer to be
+    /// proposed.
+    pub(crate) fn add_in_flight(&mut self, tx_hashes: &[Digest]) {
+        for hash in tx_hashes {
+            self.in_flight.insert(*hash);
+            if let Some(arrival) = self.pending_set.get(hash) {
+                self.unproposed.remove(&arrival.number);
+            }
+        }
+    }
+
+    /// Forgets a committed transaction: neither pending nor in flight.
+    pub(crate) fn remove_committed(&mut self, hash: &Digest) {
+        self.in_flight.remove(hash);
+        if let Some(arrival) = self.pending_set.remove(hash) {
+            self.pending.remove(&arrival.number);
+            self.unproposed.remove(&arrival.number);
+        }
+    }
+
+    /// Replaces the whole in-flight set (on a view change) and recomputes
+    /// which pending transactions are unproposed. O(pending), so only for
+    /// view changes.
+    pub(crate) fn reset_in_flight(&mut self, in_flight: impl IntoIterator<Item = Digest>) {
+        self.in_flight.clear();
+        self.in_flight.extend(in_flight);
+        self.unproposed = self
+            .pending
+            .iter()
+            .filter(|(_, (hash, _))| !self.in_flight.contains(hash))
+            .map(|(number, _)| *number)
+            .collect();
     }
 
     pub(crate) fn keep_prepared(&mut self, p: PreparedProof) {

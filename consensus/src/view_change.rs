@@ -11,8 +11,8 @@
 
 use crate::replica::{Event, Mode, Output, Phase};
 use crate::{
-    tx_hash, Batch, CheckpointCertificate, Message, NewView, NewViewRequest, PrePrepare, Rejected,
-    Replica, SeqNum, ValidatorIndex, View, ViewChange, WalEntry,
+    Batch, CheckpointCertificate, Message, NewView, NewViewRequest, PrePrepare, Rejected, Replica,
+    SeqNum, ValidatorIndex, View, ViewChange, WalEntry,
 };
 use phalanx_crypto::{Digest, Signed};
 use std::collections::BTreeMap;
@@ -117,7 +117,7 @@ impl Replica {
         self.view = target;
         self.mode = Mode::ViewChanging;
         self.log.clear();
-        self.in_flight.clear();
+        self.reset_in_flight([]);
         self.batch_deadline = None;
         let low = self.low();
         let vc = ViewChange {
@@ -352,7 +352,7 @@ impl Replica {
         self.propose_delay_ewma_ms = 0;
         self.propose_delay_samples = 0;
         self.log.clear();
-        self.in_flight.clear();
+        self.reset_in_flight([]);
         self.out.push(Output::Persist(WalEntry::View {
             view,
             entered: true,
@@ -365,14 +365,15 @@ impl Replica {
             if pp.payload.seq <= self.low() {
                 continue;
             }
-            self.accept_pre_prepare(pp.clone(), batch);
+            let tx_hashes = batch.tx_hashes();
+            self.accept_pre_prepare(pp.clone(), batch, tx_hashes);
         }
-        self.in_flight = self
+        let in_flight: Vec<Digest> = self
             .log
             .values()
-            .filter_map(|s| s.pre_prepare.as_ref())
-            .flat_map(|(_, b)| b.txs.iter().map(tx_hash))
+            .flat_map(|s| s.tx_hashes.iter().copied())
             .collect();
+        self.reset_in_flight(in_flight);
         self.next_seq = max_s
             .unwrap_or(SeqNum(0))
             .max(self.committed)

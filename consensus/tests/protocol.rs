@@ -556,3 +556,111 @@ fn conflicting_pre_prepares_become_evidence() {
         }
     )));
 }
+
+#[test]
+fn unprepared_batch_is_proposed_again_after_a_view_change() {
+    // Replica 1 (primary of view 1) holds five transactions; the view-0
+    // primary pre-prepares the first three, which then go nowhere. In view
+    // 1 they are pending again and replica 1 proposes all five, in arrival
+    // order (batches of 4 on this network).
+    let net = Net::new(4);
+    let mut r1 = Replica::new(net.cfg.clone(), net.keys[1].clone()).unwrap();
+    let clients: Vec<_> = (0..5)
+        .map(|i| {
+            Signed::sign(
+                Transfer {
+                    chain_id: CHAIN.into(),
+                    to: phalanx_crypto::Address([7; 20]),
+                    amount: 1,
+                    nonce: i,
+                },
+                &net.clients[0],
+                CHAIN,
+            )
+        })
+        .collect::<Vec<_>>();
+    let ctx = VerifyContext {
+        chain_id: CHAIN,
+        validators: &net.cfg.validators,
+        known_good_txs: None,
+    };
+    let verified = |from: u16, m: Message| verify_message(ValidatorIndex(from), m, &ctx).unwrap();
+
+    // Step 1: the transactions arrive.
+    r1.handle(0, Input::Transactions(clients.clone()));
+    assert_eq!(r1.pending_len(), 5, "step 1: all pending");
+
+    // Step 2: the view-0 primary pre-prepares the first three.
+    let batch = Batch {
+        txs: clients[..3].to_vec(),
+        timestamp_ms: 1,
+    };
+    let pp = Signed::sign(
+        PrePrepare {
+            view: View(0),
+            seq: SeqNum(1),
+            digest: batch.digest(),
+        },
+        &net.keys[0],
+        CHAIN,
+    );
+    let out = r1.handle(
+        1,
+        Input::Message(verified(
+            0,
+            Message::PrePrepare {
+                pre_prepare: pp,
+                batch,
+            },
+        )),
+    );
+    position(&out, "step 2: a prepare", |o| {
+        matches!(o, Output::Broadcast(Message::Prepare(_)))
+    });
+
+    // Step 3: nothing prepares; the view times out, and replicas 2 and 3
+    // move to view 1 too.
+    let out = r1.handle(5000, Input::Timer(Timer::Progress));
+    position(&out, "step 3: our view-change", |o| {
+        matches!(o, Output::Broadcast(Message::ViewChange(_)))
+    });
+    let mut view_1 = Vec::new();
+    for i in [2u16, 3] {
+        let vc = Signed::sign(
+            ViewChange {
+                new_view: View(1),
+                checkpoint: None,
+                prepared: Vec::new(),
+            },
+            &net.keys[i as usize],
+            CHAIN,
+        );
+        view_1.extend(r1.handle(5001, Input::Message(verified(i, Message::ViewChange(vc)))));
+    }
+    position(&view_1, "step 3: the new-view", |o| {
+        matches!(o, Output::Broadcast(Message::NewView(_)))
+    });
+    assert_eq!(r1.view(), View(1), "step 3: in view 1");
+
+    // Step 4: the new primary cuts a full batch at once and the rest when
+    // the batch timer fires: all five, oldest first.
+    view_1.extend(r1.handle(5010, Input::Timer(Timer::Batch)));
+    let proposed: Vec<(SeqNum, Vec<Transaction>)> = view_1
+        .iter()
+        .filter_map(|o| match o {
+            Output::Broadcast(Message::PrePrepare { pre_prepare, batch }) => {
+                assert_eq!(pre_prepare.payload.view, View(1), "step 4: view 1");
+                Some((pre_prepare.payload.seq, batch.txs.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        proposed,
+        vec![
+            (SeqNum(1), clients[..4].to_vec()),
+            (SeqNum(2), clients[4..].to_vec())
+        ],
+        "step 4: all five, in arrival order"
+    );
+}

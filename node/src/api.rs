@@ -5,7 +5,7 @@
 //! gets our error shape, and nothing here touches consensus state except
 //! through the mempool.
 
-use crate::node::Shared;
+use crate::node::{Admitted, Shared};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -129,6 +129,21 @@ async fn submit(
             "send the transaction as JSON with Content-Type: application/json",
         ));
     }
+    // A validator cut off from a quorum cannot get anything committed:
+    // say so now, so the client uses another node, rather than accept
+    // transactions that wait for the partition to heal.
+    let connected = s.network.connected().len() + 1;
+    let quorum = s.validators.quorum();
+    if connected < quorum {
+        return Err(ApiError::new(
+            503,
+            "no_quorum",
+            format!(
+                "this node reaches {connected} of {} validators (itself included), a quorum is {quorum}: try another node",
+                s.validators.len()
+            ),
+        ));
+    }
     let body = body.map_err(|e| {
         let status = e.status().as_u16();
         let code = if status == 413 {
@@ -175,12 +190,18 @@ async fn submit(
             ))),
         }
     }
-    let (verdicts, admitted) = s.mempool.submit(parsed).await;
-    if !admitted.is_empty() {
+    let admission = s.mempool.submit(parsed).await;
+    if !admission.admitted.is_empty() {
         // Bounded channel: waits while the consensus loop is busy.
-        let _ = s.admitted.send((admitted, true)).await;
+        let _ = s
+            .admitted
+            .send(Admitted {
+                gossip: admission.admitted,
+                ready: admission.ready,
+            })
+            .await;
     }
-    let mut verdicts = verdicts.into_iter();
+    let mut verdicts = admission.verdicts.into_iter();
     let results: Vec<Result<Digest, ApiError>> = errors
         .into_iter()
         .map(|e| match e {
@@ -233,7 +254,11 @@ fn parse_digest(text: &str) -> Result<Digest, ApiError> {
 fn result_json(r: &TxResult) -> Value {
     match r {
         TxResult::Executed => json!({"status": "executed"}),
-        TxResult::Failed(f) => json!({"status": "failed", "reason": f.to_string()}),
+        TxResult::Failed(f) => json!({
+            "status": "failed",
+            "reason": f.to_string(),
+            "may_execute_later": r.may_execute_later(),
+        }),
     }
 }
 

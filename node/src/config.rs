@@ -111,6 +111,9 @@ pub struct MempoolConfig {
     pub max_bytes: usize,
     /// How far above an account's next nonce a transaction may be.
     pub nonce_ahead_max: u64,
+    /// A transaction held back because an earlier nonce of its sender is
+    /// missing is dropped after this many seconds (the client resubmits).
+    pub nonce_gap_timeout_s: u64,
 }
 
 impl Default for MempoolConfig {
@@ -119,6 +122,7 @@ impl Default for MempoolConfig {
             max_txs: 100_000,
             max_bytes: 64 << 20,
             nonce_ahead_max: 10_000,
+            nonce_gap_timeout_s: 60,
         }
     }
 }
@@ -235,6 +239,9 @@ impl NodeConfig {
         if self.mempool.max_txs == 0 || self.mempool.max_bytes == 0 {
             return Err(bad("mempool", "max_txs and max_bytes must be positive"));
         }
+        if self.mempool.nonce_gap_timeout_s == 0 {
+            return Err(bad("mempool", "nonce_gap_timeout_s must be positive"));
+        }
         if let Some(b) = &self.byzantine {
             b.behaviour
                 .parse::<Behaviour>()
@@ -314,6 +321,9 @@ max_txs = {max_txs}
 max_bytes = {max_bytes}
 # Transactions whose nonce is further ahead of the account's are refused.
 nonce_ahead_max = {nonce_ahead_max}
+# Transactions wait for their sender's earlier nonces before they are
+# proposed; one whose gap is not filled within this many seconds is dropped.
+nonce_gap_timeout_s = {nonce_gap_timeout_s}
 
 [consensus]
 # Local timing; protocol parameters that must agree are in genesis.json.
@@ -347,6 +357,7 @@ level = "{level}"
             max_txs = self.mempool.max_txs,
             max_bytes = self.mempool.max_bytes,
             nonce_ahead_max = self.mempool.nonce_ahead_max,
+            nonce_gap_timeout_s = self.mempool.nonce_gap_timeout_s,
             sync_blocks = self.storage.sync_blocks,
             format = match self.log.format {
                 LogFormat::Human => "human",

@@ -1,19 +1,33 @@
-//! The mempool: admission checks for client transactions, and the set of
-//! transactions this node has verified but not yet seen committed.
+//! The mempool: admission checks for client transactions, the set of
+//! transactions this node has verified but not yet seen committed, and the
+//! order in which they are handed to consensus.
 //!
 //! A transaction is admitted only if its chain id is ours, it fits the size
 //! limit, its signature verifies (batched, on a blocking thread, never on
 //! the consensus loop), it is neither pending nor committed, its nonce is
 //! not behind the account's and not too far ahead, no other pending
 //! transaction uses the same (sender, nonce), and there is room.
+//!
+//! **Nonce order.** An admitted transaction is *ready* (handed to the
+//! replica, which may propose it) only when every earlier nonce of its
+//! sender is committed or ready; otherwise it is *held*. Without this, a
+//! transaction that reached only a node that then crashed leaves a gap, and
+//! the sender's later transactions are proposed anyway and committed as
+//! `BadNonce` failures — which the client cannot repair, since re-signing
+//! the same transfer gives the same hash. Held transactions are gossiped
+//! like ready ones; a commit that fills a gap releases them, and one whose
+//! gap stays open for `nonce_gap_timeout_s` is dropped.
 
 use crate::config::MempoolConfig;
 use phalanx_consensus::{tx_hash, tx_len, Transaction, Transfer, TX_BYTES_MAX};
 use phalanx_crypto::{Address, AnyKey, Digest, Signed};
 use phalanx_storage::Store;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How often held transactions are checked for an expired gap.
+const GAP_SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a transaction was refused. Each maps to an HTTP status and a code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,11 +92,79 @@ struct Entry {
     admitted: Instant,
 }
 
+/// One sender's place in the nonce order.
+#[derive(Default)]
+struct SenderQueue {
+    /// The nonce after the last one handed to consensus (or the account's
+    /// next nonce, whichever is higher).
+    next_ready: u64,
+    /// Transactions waiting for an earlier nonce, by nonce.
+    held: BTreeMap<u64, Transaction>,
+    /// How many of this sender's transactions are in the pool.
+    pooled: usize,
+}
+
+impl SenderQueue {
+    /// Moves the held transactions that now follow `next_ready` without a
+    /// gap into `ready`; returns how many.
+    fn release(&mut self, ready: &mut Vec<Transaction>) -> usize {
+        let mut released = 0;
+        while let Some(tx) = self.held.remove(&self.next_ready) {
+            ready.push(tx);
+            self.next_ready += 1;
+            released += 1;
+        }
+        released
+    }
+}
+
 #[derive(Default)]
 struct Inner {
     txs: HashMap<Digest, Entry>,
     by_sender_nonce: HashMap<(Address, u64), Digest>,
+    senders: HashMap<Address, SenderQueue>,
     bytes: usize,
+    held: usize,
+}
+
+impl Inner {
+    /// Forgets one transaction; returns its entry.
+    fn remove(&mut self, hash: &Digest) -> Option<Entry> {
+        let e = self.txs.remove(hash)?;
+        self.bytes -= e.bytes;
+        self.by_sender_nonce.remove(&(e.sender, e.nonce));
+        if let Some(q) = self.senders.get_mut(&e.sender) {
+            if q.held.remove(&e.nonce).is_some() {
+                self.held -= 1;
+            }
+            q.pooled -= 1;
+            if q.pooled == 0 {
+                self.senders.remove(&e.sender);
+            }
+        }
+        Some(e)
+    }
+}
+
+/// What [`Mempool::submit`] did with a list of transactions.
+#[derive(Default)]
+pub struct Admission {
+    /// One verdict per submitted transaction, in order.
+    pub verdicts: Vec<Result<Digest, SubmitError>>,
+    /// Every newly admitted transaction, ready or held: what to gossip.
+    pub admitted: Vec<Transaction>,
+    /// Transactions that became ready, in nonce order per sender: what to
+    /// hand to consensus.
+    pub ready: Vec<Transaction>,
+}
+
+/// What a committed block changed in the pool.
+#[derive(Default)]
+pub struct Committed {
+    /// How long each committed transaction this node had admitted waited.
+    pub waited: Vec<Duration>,
+    /// Held transactions whose gap the block filled: hand them to consensus.
+    pub ready: Vec<Transaction>,
 }
 
 /// The pending transactions this node verified.
@@ -91,6 +173,7 @@ pub struct Mempool {
     chain_id: String,
     store: Arc<dyn Store>,
     inner: Mutex<Inner>,
+    last_sweep: Mutex<Instant>,
 }
 
 impl Mempool {
@@ -100,6 +183,7 @@ impl Mempool {
             chain_id,
             store,
             inner: Mutex::new(Inner::default()),
+            last_sweep: Mutex::new(Instant::now()),
         }
     }
 
@@ -108,24 +192,26 @@ impl Mempool {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Checks and admits `txs`. Returns one verdict per transaction and the
-    /// admitted ones, in order.
-    pub async fn submit(
-        self: &Arc<Self>,
-        txs: Vec<Transaction>,
-    ) -> (Vec<Result<Digest, SubmitError>>, Vec<Transaction>) {
-        let mut verdicts: Vec<Result<Digest, SubmitError>> = Vec::with_capacity(txs.len());
+    /// Checks and admits `txs`.
+    pub async fn submit(self: &Arc<Self>, txs: Vec<Transaction>) -> Admission {
+        let mut out = Admission {
+            verdicts: Vec::with_capacity(txs.len()),
+            ..Admission::default()
+        };
         let mut to_verify = Vec::new();
         let mut positions = Vec::new();
         for (i, tx) in txs.into_iter().enumerate() {
             match self.static_checks(&tx) {
                 Ok(hash) => {
-                    verdicts.push(Ok(hash));
+                    out.verdicts.push(Ok(hash));
                     to_verify.push(tx);
                     positions.push(i);
                 }
-                Err(e) => verdicts.push(Err(e)),
+                Err(e) => out.verdicts.push(Err(e)),
             }
+        }
+        if to_verify.is_empty() {
+            return out;
         }
         // Signatures: batched, off the async threads.
         let chain_id = self.chain_id.clone();
@@ -135,18 +221,17 @@ impl Mempool {
         })
         .await
         .unwrap_or_default();
-        let mut admitted = Vec::new();
         for ((tx, sig), pos) in checked.into_iter().zip(positions) {
             let verdict = match sig {
                 Err(_) => Err(SubmitError::BadSignature),
-                Ok(_) => self.admit(&tx),
+                Ok(_) => self.admit(&tx, &mut out.ready),
             };
             if verdict.is_ok() {
-                admitted.push(tx);
+                out.admitted.push(tx);
             }
-            verdicts[pos] = verdict;
+            out.verdicts[pos] = verdict;
         }
-        (verdicts, admitted)
+        out
     }
 
     fn static_checks(&self, tx: &Transaction) -> Result<Digest, SubmitError> {
@@ -169,20 +254,35 @@ impl Mempool {
                 hash: hash.to_hex(),
             });
         }
+        // Before the signature check: late gossip of committed
+        // transactions is common and should cost a lookup, not a check.
+        self.check_not_committed(&hash)?;
         Ok(hash)
     }
 
-    /// The checks that need state, then insertion.
-    fn admit(&self, tx: &Transaction) -> Result<Digest, SubmitError> {
-        let hash = tx_hash(tx);
-        let storage = |e: phalanx_storage::StorageError| SubmitError::Storage(e.to_string());
-        if let Some(loc) = self.store.tx_location(&hash).map_err(storage)? {
-            return Err(SubmitError::AlreadyCommitted {
+    /// Refuses a transaction that executed (or failed for good). One that
+    /// failed only because its nonce was ahead may come again.
+    fn check_not_committed(&self, hash: &Digest) -> Result<(), SubmitError> {
+        match self.store.tx_location(hash) {
+            Ok(None) => Ok(()),
+            Ok(Some(loc)) if loc.result.may_execute_later() => Ok(()),
+            Ok(Some(loc)) => Err(SubmitError::AlreadyCommitted {
                 hash: hash.to_hex(),
                 height: loc.height.0,
-            });
+            }),
+            Err(e) => Err(SubmitError::Storage(e.to_string())),
         }
-        let account = self.store.account(&tx.signer.address()).map_err(storage)?;
+    }
+
+    /// The checks that need state, then insertion: `tx` and any held
+    /// transactions it releases are appended to `ready`.
+    fn admit(&self, tx: &Transaction, ready: &mut Vec<Transaction>) -> Result<Digest, SubmitError> {
+        let hash = tx_hash(tx);
+        let storage = |e: phalanx_storage::StorageError| SubmitError::Storage(e.to_string());
+        // Again: it may have committed while its signature was checked.
+        self.check_not_committed(&hash)?;
+        let sender = tx.signer.address();
+        let account = self.store.account(&sender).map_err(storage)?;
         let nonce = tx.payload.nonce;
         if nonce < account.nonce {
             return Err(SubmitError::StaleNonce {
@@ -203,7 +303,6 @@ impl Mempool {
                 hash: hash.to_hex(),
             });
         }
-        let sender = tx.signer.address();
         if inner.by_sender_nonce.contains_key(&(sender, nonce)) {
             return Err(SubmitError::NonceInUse { nonce });
         }
@@ -224,7 +323,36 @@ impl Mempool {
                 admitted: Instant::now(),
             },
         );
+        let Inner { senders, held, .. } = &mut *inner;
+        let q = senders.entry(sender).or_default();
+        q.pooled += 1;
+        q.next_ready = q.next_ready.max(account.nonce);
+        if nonce > q.next_ready {
+            q.held.insert(nonce, tx.clone());
+            *held += 1;
+        } else {
+            // At the next nonce, or refilling one below it (a transaction
+            // that failed or was lost before it committed).
+            ready.push(tx.clone());
+            if nonce == q.next_ready {
+                q.next_ready += 1;
+                *held -= q.release(ready);
+            }
+        }
         Ok(hash)
+    }
+
+    /// Pools transactions whose signatures were checked elsewhere (in a
+    /// verified pre-prepare). Ones already pooled, committed or refused are
+    /// skipped; returns the ones that became ready.
+    pub fn admit_verified(&self, txs: &[Transaction]) -> Vec<Transaction> {
+        let mut ready = Vec::new();
+        for tx in txs {
+            if self.static_checks(tx).is_ok() {
+                let _ = self.admit(tx, &mut ready);
+            }
+        }
+        ready
     }
 
     /// Whether `hash` is a transaction this node verified (its signature
@@ -237,19 +365,74 @@ impl Mempool {
         self.is_verified(hash)
     }
 
-    /// Forgets committed transactions; returns how long each one we had
-    /// admitted waited, for the latency histogram.
-    pub fn remove_committed(&self, hashes: &[Digest]) -> Vec<std::time::Duration> {
+    /// Forgets the committed transactions of a block that `store` has
+    /// applied, releases held transactions whose gap it filled, and drops
+    /// held ones whose gap has been open too long.
+    pub fn remove_committed(&self, txs: &[Transaction]) -> Committed {
+        let mut out = Committed::default();
+        let senders: BTreeSet<Address> = txs.iter().map(|tx| tx.signer.address()).collect();
+        // Account nonces after the block, read before taking the lock.
+        let nonces: Vec<(Address, u64)> = senders
+            .into_iter()
+            .filter_map(|a| Some((a, self.store.account(&a).ok()?.nonce)))
+            .collect();
         let mut inner = self.lock();
-        let mut waited = Vec::new();
-        for h in hashes {
-            if let Some(e) = inner.txs.remove(h) {
-                inner.bytes -= e.bytes;
-                inner.by_sender_nonce.remove(&(e.sender, e.nonce));
-                waited.push(e.admitted.elapsed());
+        for tx in txs {
+            if let Some(e) = inner.remove(&tx_hash(tx)) {
+                out.waited.push(e.admitted.elapsed());
             }
         }
-        waited
+        for (sender, nonce) in nonces {
+            let Inner { senders, held, .. } = &mut *inner;
+            let Some(q) = senders.get_mut(&sender) else {
+                continue;
+            };
+            // Held transactions below the account's nonce can never execute.
+            let stale: Vec<u64> = q.held.range(..nonce).map(|(n, _)| *n).collect();
+            q.next_ready = q.next_ready.max(nonce);
+            *held -= q.release(&mut out.ready);
+            for n in stale {
+                if let Some(h) = inner.by_sender_nonce.get(&(sender, n)).copied() {
+                    inner.remove(&h);
+                }
+            }
+        }
+        drop(inner);
+        self.sweep_gaps();
+        out
+    }
+
+    /// Drops held transactions whose gap has been open longer than
+    /// `nonce_gap_timeout_s`. Cheap when called often: it runs at most once
+    /// per [`GAP_SWEEP_EVERY`].
+    fn sweep_gaps(&self) {
+        {
+            let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
+            if last.elapsed() < GAP_SWEEP_EVERY {
+                return;
+            }
+            *last = Instant::now();
+        }
+        let timeout = Duration::from_secs(self.cfg.nonce_gap_timeout_s);
+        let mut inner = self.lock();
+        if inner.held == 0 {
+            return;
+        }
+        let expired: Vec<Digest> = inner
+            .senders
+            .iter()
+            .flat_map(|(sender, q)| q.held.keys().map(move |n| (*sender, *n)))
+            .filter_map(|key| inner.by_sender_nonce.get(&key).copied())
+            .filter(|h| {
+                inner
+                    .txs
+                    .get(h)
+                    .is_some_and(|e| e.admitted.elapsed() > timeout)
+            })
+            .collect();
+        for h in expired {
+            inner.remove(&h);
+        }
     }
 
     /// The nonce after the pending transactions that follow `committed`
@@ -267,6 +450,11 @@ impl Mempool {
     pub fn size(&self) -> (usize, usize) {
         let inner = self.lock();
         (inner.txs.len(), inner.bytes)
+    }
+
+    /// How many admitted transactions wait for an earlier nonce.
+    pub fn held(&self) -> usize {
+        self.lock().held
     }
 }
 
@@ -300,6 +488,7 @@ mod tests {
             max_txs,
             max_bytes: 1 << 20,
             nonce_ahead_max: 5,
+            nonce_gap_timeout_s: 60,
         };
         (
             Arc::new(Mempool::new(cfg, "c".into(), Arc::new(store))),
@@ -332,7 +521,11 @@ mod tests {
         let mut forged = tx(&alice, "c", 3, 1);
         forged.signature.0[9] ^= 1;
         let first = tx(&alice, "c", 0, 1);
-        let (verdicts, admitted) = pool
+        let Admission {
+            verdicts,
+            admitted,
+            ready,
+        } = pool
             .submit(vec![
                 first.clone(),
                 first.clone(),
@@ -360,12 +553,118 @@ mod tests {
             ]
         );
         assert_eq!(admitted.len(), 3);
+        assert_eq!(ready.len(), 3, "nonces 0, 1, 2 follow one another");
         assert_eq!(pool.pending_nonce(&alice.address(), 0), 3);
         assert_eq!(pool.size().0, 3);
-        let waited = pool.remove_committed(&[tx_hash(&first)]);
-        assert_eq!(waited.len(), 1);
+        let committed = commit(&pool, 1, vec![first.clone()]);
+        assert_eq!(committed.waited.len(), 1);
+        assert!(committed.ready.is_empty());
         assert_eq!(pool.size().0, 2);
         assert!(!pool.is_verified(&tx_hash(&first)));
         assert_eq!(SubmitError::MempoolFull { txs: 1, bytes: 1 }.status(), 503);
+    }
+
+    /// Applies `txs` as block `height` to the pool's store, then tells the
+    /// pool, as the node does after a commit.
+    fn commit(pool: &Mempool, height: u64, txs: Vec<Transaction>) -> Committed {
+        let batch = phalanx_consensus::Batch {
+            txs: txs.clone(),
+            timestamp_ms: height,
+        };
+        let committed = phalanx_consensus::CommittedBatch {
+            certificate: phalanx_consensus::CommitCertificate {
+                view: phalanx_consensus::View(0),
+                seq: phalanx_consensus::SeqNum(height),
+                batch_digest: batch.digest(),
+                votes: Vec::new(),
+            },
+            batch,
+        };
+        pool.store.apply_committed("c", &committed).unwrap();
+        pool.remove_committed(&txs)
+    }
+
+    fn hashes(txs: &[Transaction]) -> Vec<Digest> {
+        txs.iter().map(tx_hash).collect()
+    }
+
+    #[tokio::test]
+    async fn a_nonce_gap_holds_later_transactions_until_it_fills() {
+        let (pool, alice) = setup(100);
+        let (t0, t1, t2, t3) = (
+            tx(&alice, "c", 0, 1),
+            tx(&alice, "c", 1, 1),
+            tx(&alice, "c", 2, 1),
+            tx(&alice, "c", 3, 1),
+        );
+        // 2 and 3 arrive first: admitted (and gossiped) but held.
+        let a = pool.submit(vec![t3.clone(), t2.clone()]).await;
+        assert_eq!(codes(&a.verdicts), vec!["ok", "ok"]);
+        assert_eq!(a.admitted.len(), 2);
+        assert!(
+            a.ready.is_empty(),
+            "nothing is ready while nonce 0 is missing"
+        );
+        assert_eq!(pool.held(), 2);
+        assert!(
+            pool.is_verified(&tx_hash(&t2)),
+            "held ones count as verified"
+        );
+        // 0 arrives: ready on its own; 1 is still missing.
+        let a = pool.submit(vec![t0.clone()]).await;
+        assert_eq!(hashes(&a.ready), hashes(std::slice::from_ref(&t0)));
+        // 1 fills the gap and releases 2 and 3, in nonce order.
+        let a = pool.submit(vec![t1.clone()]).await;
+        assert_eq!(hashes(&a.ready), hashes(&[t1, t2, t3]));
+        assert_eq!(pool.held(), 0);
+        assert_eq!(pool.pending_nonce(&alice.address(), 0), 4);
+    }
+
+    #[tokio::test]
+    async fn a_commit_from_elsewhere_fills_the_gap() {
+        let (pool, alice) = setup(100);
+        let (t0, t1, t2) = (
+            tx(&alice, "c", 0, 1),
+            tx(&alice, "c", 1, 1),
+            tx(&alice, "c", 2, 1),
+        );
+        let a = pool.submit(vec![t1.clone(), t2.clone()]).await;
+        assert!(a.ready.is_empty());
+        // Nonce 0 never reached this node, but another primary committed it.
+        let c = commit(&pool, 1, vec![t0]);
+        assert!(c.waited.is_empty(), "we never had it");
+        assert_eq!(hashes(&c.ready), hashes(&[t1.clone(), t2.clone()]));
+        assert_eq!(pool.held(), 0);
+        // Committing the released ones empties the pool.
+        let c = commit(&pool, 2, vec![t1, t2]);
+        assert_eq!(c.waited.len(), 2);
+        assert_eq!(pool.size(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn held_transactions_made_stale_by_a_commit_are_dropped() {
+        let (pool, alice) = setup(100);
+        let mine = tx(&alice, "c", 1, 7);
+        assert!(pool.submit(vec![mine.clone()]).await.ready.is_empty());
+        // A different transaction with nonce 1 commits (after nonce 0).
+        let c = commit(&pool, 1, vec![tx(&alice, "c", 0, 1), tx(&alice, "c", 1, 2)]);
+        assert!(c.ready.is_empty());
+        assert!(!pool.is_verified(&tx_hash(&mine)), "nonce 1 is taken");
+        assert_eq!(pool.held(), 0);
+        assert_eq!(pool.size(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_gap_left_open_too_long_drops_the_held_transactions() {
+        let (pool, alice) = setup(100);
+        let held = tx(&alice, "c", 5, 1);
+        assert!(pool.submit(vec![held.clone()]).await.ready.is_empty());
+        // Age the entry and the sweep clock instead of sleeping.
+        let past = Instant::now() - Duration::from_secs(61);
+        pool.lock().txs.values_mut().for_each(|e| e.admitted = past);
+        *pool.last_sweep.lock().unwrap() = past;
+        commit(&pool, 1, vec![]);
+        assert!(!pool.is_verified(&tx_hash(&held)));
+        assert_eq!((pool.held(), pool.size()), (0, (0, 0)));
     }
 }

@@ -12,9 +12,8 @@ use crate::metrics::Metrics;
 use crate::network::{self, NetEvent, NetworkConfig, NetworkHandle};
 use phalanx_consensus::traitor::{Behaviour, Participant, Trigger};
 use phalanx_consensus::{
-    tx_hash, verify_message, CommittedBatch, Event, Genesis, Input, Message, Output, Replica,
-    SeqNum, Timer, Transaction, ValidatorIndex, ValidatorSet, VerifiedMessage, VerifyContext,
-    WalEntry,
+    verify_message, CommittedBatch, Event, Genesis, Input, Message, Output, Replica, SeqNum, Timer,
+    Transaction, ValidatorIndex, ValidatorSet, VerifiedMessage, VerifyContext, WalEntry,
 };
 use phalanx_crypto::{codec, Digest, Keypair};
 use phalanx_storage::{RocksOptions, RocksStore, StorageError, Store};
@@ -62,6 +61,8 @@ pub struct Status {
     pub peers_connected: usize,
     pub mempool_txs: usize,
     pub mempool_bytes: usize,
+    /// Mempool transactions waiting for an earlier nonce of their sender.
+    pub mempool_held: usize,
     pub behaviour: Option<String>,
 }
 
@@ -75,6 +76,14 @@ pub struct BlockEvent {
     pub timestamp_ms: u64,
 }
 
+/// Transactions the API admitted to the mempool.
+pub struct Admitted {
+    /// Every newly admitted one: gossiped to the other validators.
+    pub gossip: Vec<Transaction>,
+    /// The ones ready to propose (see the mempool's nonce order).
+    pub ready: Vec<Transaction>,
+}
+
 /// State shared between the loop and the API.
 pub struct Shared {
     pub genesis: Genesis,
@@ -86,8 +95,8 @@ pub struct Shared {
     pub metrics: Metrics,
     pub status: RwLock<Status>,
     pub blocks: broadcast::Sender<BlockEvent>,
-    /// Admitted transactions for the consensus loop (and gossip).
-    pub admitted: mpsc::Sender<(Vec<Transaction>, bool)>,
+    /// Transactions clients submitted, for gossip and the consensus loop.
+    pub admitted: mpsc::Sender<Admitted>,
     pub network: NetworkHandle,
     pub config: NodeConfig,
 }
@@ -175,7 +184,8 @@ pub async fn run(
     let store: Arc<dyn Store> = open_store(&home, &genesis, config.storage.sync_blocks)?;
     let consensus_cfg = config.consensus_config(&genesis);
     let wal = store.load_wal()?;
-    let height = store.height()?;
+    let tip = store.tip()?;
+    let height = tip.height;
     let replica = Replica::restore(consensus_cfg, key.clone(), wal, height)
         .map_err(|e| NodeError::Invalid(format!("consensus config: {e}")))?;
     let behaviour = match &config.byzantine {
@@ -243,6 +253,9 @@ pub async fn run(
             chain_id: genesis.chain_id.clone(),
             validator_index: me.0,
             validator_key: key.public().to_hex(),
+            // Kept up to date by the loop as it commits.
+            height: tip.height.0,
+            last_block_hash: tip.last_hash.to_hex(),
             behaviour: behaviour.map(|b| b.to_string()),
             ..Status::default()
         }),
@@ -253,6 +266,7 @@ pub async fn run(
         genesis,
     });
 
+    shared.metrics.height.set(height.0 as i64);
     let api_listener = tokio::net::TcpListener::bind(config.api.listen)
         .await
         .map_err(|e| NodeError::Invalid(format!("api.listen {}: {e}", config.api.listen)))?;
@@ -315,12 +329,25 @@ async fn verify_inbound(
                         validators: &s.validators,
                         known_good_txs: Some(&known),
                     };
-                    verify_message(from, message, &ctx)
+                    let verified = verify_message(from, message, &ctx)?;
+                    // Transactions this pre-prepare brought before their
+                    // gossip did are verified now: pool them, so the
+                    // gossip copy is not checked a second time.
+                    let ready = match verified.message() {
+                        Message::PrePrepare { batch, .. } => s.mempool.admit_verified(&batch.txs),
+                        _ => Vec::new(),
+                    };
+                    Ok::<_, phalanx_consensus::Rejected>((verified, ready))
                 })
                 .await;
                 match verdict {
-                    Ok(Ok(v)) => {
+                    Ok(Ok((v, ready))) => {
                         if out.send(Verified::Message(Box::new(v))).await.is_err() {
+                            return;
+                        }
+                        if !ready.is_empty()
+                            && out.send(Verified::Transactions(ready)).await.is_err()
+                        {
                             return;
                         }
                     }
@@ -340,11 +367,15 @@ async fn verify_inbound(
                         continue;
                     }
                 };
-                let (verdicts, admitted) = shared.mempool.submit(txs).await;
-                for v in verdicts.iter().filter_map(|v| v.as_ref().err()) {
+                let admission = shared.mempool.submit(txs).await;
+                for v in admission.verdicts.iter().filter_map(|v| v.as_ref().err()) {
                     shared.metrics.reject_tx(v.code());
                 }
-                if !admitted.is_empty() && out.send(Verified::Transactions(admitted)).await.is_err()
+                if !admission.ready.is_empty()
+                    && out
+                        .send(Verified::Transactions(admission.ready))
+                        .await
+                        .is_err()
                 {
                     return;
                 }
@@ -376,7 +407,7 @@ impl Driver {
     async fn run_loop(
         &mut self,
         mut verified: mpsc::Receiver<Verified>,
-        mut admitted: mpsc::Receiver<(Vec<Transaction>, bool)>,
+        mut admitted: mpsc::Receiver<Admitted>,
         shutdown: impl std::future::Future<Output = ()>,
     ) -> Result<(), NodeError> {
         tokio::pin!(shutdown);
@@ -400,11 +431,11 @@ impl Driver {
                         self.update_status();
                     }
                 },
-                Some((txs, gossip)) = admitted.recv() => {
-                    if gossip {
-                        self.shared.network.gossip_transactions(codec::encode(&txs));
+                Some(a) = admitted.recv() => {
+                    self.shared.network.gossip_transactions(codec::encode(&a.gossip));
+                    if !a.ready.is_empty() {
+                        self.step(Input::Transactions(a.ready))?;
                     }
-                    self.step(Input::Transactions(txs))?;
                 }
                 _ = sleep => {
                     let now = Instant::now();
@@ -460,10 +491,7 @@ impl Driver {
                 Output::Broadcast(message) => {
                     self.shared.network.broadcast(Arc::new(message.encode()));
                 }
-                Output::Commit(cb) => {
-                    let executed = self.commit(&cb)?;
-                    inputs.push_back(executed);
-                }
+                Output::Commit(cb) => self.commit(&cb, inputs)?,
                 Output::ServeCatchUp { to, from, to_seq } => {
                     self.serve_catch_up(to, from, to_seq)?
                 }
@@ -487,15 +515,20 @@ impl Driver {
         self.flush_wal()
     }
 
-    /// Executes and stores a committed block; returns the Executed input.
-    fn commit(&mut self, cb: &CommittedBatch) -> Result<Input, NodeError> {
+    /// Executes and stores a committed block; queues the Executed input,
+    /// then any held transactions the block made ready.
+    fn commit(
+        &mut self,
+        cb: &CommittedBatch,
+        inputs: &mut VecDeque<Input>,
+    ) -> Result<(), NodeError> {
         let block = self
             .shared
             .store
             .apply_committed(self.shared.chain_id(), cb)?;
-        let hashes: Vec<Digest> = block.txs.iter().map(tx_hash).collect();
         let m = &self.shared.metrics;
-        for waited in self.shared.mempool.remove_committed(&hashes) {
+        let pool = self.shared.mempool.remove_committed(&block.txs);
+        for waited in pool.waited {
             m.commit_latency_seconds.observe(waited.as_secs_f64());
         }
         let failed = block
@@ -508,6 +541,15 @@ impl Driver {
         m.batch_size.observe(block.txs.len() as f64);
         m.height.set(block.header.height.0 as i64);
         let hash = block.hash();
+        {
+            let mut s = self
+                .shared
+                .status
+                .write()
+                .unwrap_or_else(|p| p.into_inner());
+            s.height = block.header.height.0;
+            s.last_block_hash = hash.to_hex();
+        }
         debug!(height = block.header.height.0, txs = block.txs.len(), hash = %hash.short(), "committed");
         let _ = self.shared.blocks.send(BlockEvent {
             height: block.header.height.0,
@@ -516,11 +558,25 @@ impl Driver {
             tx_count: block.header.tx_count,
             timestamp_ms: block.header.timestamp_ms,
         });
-        Ok(Input::Executed {
+        inputs.push_back(Input::Executed {
             seq: block.header.height,
             block_hash: hash,
             state_root: block.header.state_root,
-        })
+        });
+        let may_retry: Vec<Digest> = block
+            .txs
+            .iter()
+            .zip(&block.results)
+            .filter(|(_, r)| r.may_execute_later())
+            .map(|(tx, _)| phalanx_consensus::tx_hash(tx))
+            .collect();
+        if !may_retry.is_empty() {
+            inputs.push_back(Input::MayRetry(may_retry));
+        }
+        if !pool.ready.is_empty() {
+            inputs.push_back(Input::Transactions(pool.ready));
+        }
+        Ok(())
     }
 
     fn serve_catch_up(
@@ -579,16 +635,11 @@ impl Driver {
         m.mempool_txs.set(txs as i64);
         m.mempool_bytes.set(bytes as i64);
         m.catching_up.set(r.is_catching_up() as i64);
-        let tip = self.shared.store.tip().ok();
         let mut s = self
             .shared
             .status
             .write()
             .unwrap_or_else(|p| p.into_inner());
-        if let Some(tip) = tip {
-            s.height = tip.height.0;
-            s.last_block_hash = tip.last_hash.to_hex();
-        }
         s.view = r.view().0;
         s.primary = r.primary().0;
         s.view_changing = r.is_view_changing();
@@ -596,5 +647,6 @@ impl Driver {
         s.peers_connected = self.shared.network.connected().len();
         s.mempool_txs = txs;
         s.mempool_bytes = bytes;
+        s.mempool_held = self.shared.mempool.held();
     }
 }

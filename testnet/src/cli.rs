@@ -112,13 +112,16 @@ pub fn up(args: UpArgs) -> ExitCode {
     let node0 = net.cluster.api_url(first_honest);
     let help = format!(
         "Try it from another terminal (Ctrl-C here stops the testnet and prints the verdict):\n\
-         \x20 W=\"phalanx-wallet --node {node0} --genesis {genesis}\"\n\
+         \x20 W=\"{wallet} --node {node0} --genesis {genesis}\"\n\
          \x20 $W --key {faucet} balance                       # the faucet's balance\n\
          \x20 $W keygen --out {dir}/alice.key.json             # a new account\n\
          \x20 $W --key {faucet} send --to $($W --key {dir}/alice.key.json address) --amount 1000 --wait\n\
          \x20 $W --key {dir}/alice.key.json balance\n\
          \x20 $W verify <TX HASH>                              # check finality against the genesis validators\n\
          Logs: {dir}/v*.log",
+        wallet = crate::cluster::wallet_bin()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "phalanx-wallet".into()),
         genesis = dir.join("genesis.json").display(),
         faucet = net.faucet_key_path.display(),
         dir = dir.display(),
@@ -237,9 +240,10 @@ pub fn run(args: RunArgs) -> ExitCode {
             failures += 1;
         }
     }
+    // "passed" = ended as its manifest expects (a negative control
+    // passes by failing its verdict).
     println!(
-        "run: {} scenarios, {} as expected, {} not",
-        args.manifests.len(),
+        "scenarios: {} passed, {} failed",
         args.manifests.len() - failures,
         failures
     );

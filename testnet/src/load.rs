@@ -5,7 +5,7 @@
 use crate::cluster::Api;
 use phalanx_consensus::{tx_hash, Transfer};
 use phalanx_crypto::{Keypair, Signed};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 pub struct PreSigned {
     pub hash: String,
     pub json: String,
+    /// Its place in the pre-signed sequence (nonce order per account).
+    pub order: usize,
 }
 
 /// Signs `count` transfers round-robin over `accounts` (each sends to the
@@ -38,6 +40,7 @@ pub fn presign(chain_id: &str, accounts: &[Keypair], count: usize) -> Vec<PreSig
             );
             nonces[a] += 1;
             PreSigned {
+                order: i,
                 hash: tx_hash(&tx).to_hex(),
                 json: serde_json::to_string(&tx).expect("a transfer serialises"),
             }
@@ -48,31 +51,45 @@ pub fn presign(chain_id: &str, accounts: &[Keypair], count: usize) -> Vec<PreSig
 /// What the load generator saw.
 #[derive(Default)]
 pub struct LoadLog {
-    /// Hash → when it was sent.
+    /// Hash → when it was first sent.
     pub submitted: HashMap<String, Instant>,
-    /// Hashes a node accepted (the acknowledged set).
+    /// Hashes a node accepted (the acknowledged set), in order, once each.
     pub acknowledged: Vec<String>,
-    /// Rejections by code.
+    acknowledged_set: HashSet<String>,
+    /// Rejections by code (resubmissions answered `duplicate` or
+    /// `already_committed` included).
     pub rejected: HashMap<String, u64>,
     pub failed_requests: u64,
+    /// Transactions sent again because they had not committed.
+    pub resubmitted: u64,
 }
+
+impl LoadLog {
+    fn acknowledge(&mut self, hash: &str) {
+        if self.acknowledged_set.insert(hash.to_string()) {
+            self.acknowledged.push(hash.to_string());
+        }
+    }
+}
+
+/// The load generator's log, shared by its threads.
+pub type SharedLog = Arc<Mutex<LoadLog>>;
 
 /// Which nodes the load may use right now (honest and running).
 pub type Targets = Arc<RwLock<Vec<String>>>;
 
 /// Offers `txs` at `rate` per second for at most `duration`, in batches
-/// every `tick`, spread over `connections` threads. Stops early when
-/// `stop` is set.
+/// every `tick`, spread over `connections` threads, recording into `log`.
+/// Stops early when `stop` is set.
 pub fn offer(
-    txs: Vec<PreSigned>,
+    txs: Arc<Vec<PreSigned>>,
     rate: u64,
     duration: Duration,
     targets: Targets,
     connections: usize,
     stop: Arc<AtomicBool>,
-) -> LoadLog {
-    let log = Arc::new(Mutex::new(LoadLog::default()));
-    let txs = Arc::new(txs);
+    log: SharedLog,
+) {
     let next = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let tick = Duration::from_millis(10);
@@ -88,6 +105,8 @@ pub fn offer(
         );
         workers.push(std::thread::spawn(move || {
             let mut turn = w;
+            // One client per node, so connections are kept alive.
+            let mut apis: HashMap<String, Api> = HashMap::new();
             loop {
                 if stop.load(Ordering::SeqCst) || start.elapsed() >= duration {
                     return;
@@ -106,33 +125,103 @@ pub fn offer(
                     continue;
                 }
                 let to = (from + chunk).min(txs.len() as u64);
-                let batch = &txs[from as usize..to as usize];
-                let target = {
-                    let t = targets.read().unwrap_or_else(|p| p.into_inner());
-                    if t.is_empty() {
-                        None
-                    } else {
-                        turn += 1;
-                        Some(t[turn % t.len()].clone())
-                    }
-                };
-                let Some(target) = target else {
+                let batch: Vec<&PreSigned> = txs[from as usize..to as usize].iter().collect();
+                turn += 1;
+                let Some(target) = pick(&targets, turn) else {
                     std::thread::sleep(tick);
                     continue;
                 };
-                send_batch(&Api::new(target), batch, &log);
+                let api = apis
+                    .entry(target.clone())
+                    .or_insert_with(|| Api::new(target));
+                send_batch(api, &batch, &log);
             }
         }));
     }
     for w in workers {
         let _ = w.join();
     }
-    Arc::try_unwrap(log)
-        .map(|m| m.into_inner().unwrap_or_else(|p| p.into_inner()))
-        .unwrap_or_default()
 }
 
-fn send_batch(api: &Api, batch: &[PreSigned], log: &Mutex<LoadLog>) {
+/// The `turn`-th of the current targets, round robin.
+fn pick(targets: &Targets, turn: usize) -> Option<String> {
+    let t = targets.read().unwrap_or_else(|p| p.into_inner());
+    (!t.is_empty()).then(|| t[turn % t.len()].clone())
+}
+
+/// A client does not trust one node with its transaction: whatever it sent
+/// that has not committed after `RESUBMIT_AFTER` it sends again to another
+/// node (backing off), as a wallet would. A node that accepted a
+/// transaction and crashed before gossiping it, or a request that failed
+/// while a node was down, would otherwise lose it — and leave a nonce gap
+/// that holds back the sender's later transactions.
+pub const RESUBMIT_AFTER: Duration = Duration::from_secs(3);
+/// Resubmissions back off up to this interval.
+const RESUBMIT_MAX: Duration = Duration::from_secs(12);
+
+/// Resends uncommitted transactions from `txs` (those in `log.submitted`
+/// but not in `committed`) until `stop` is set.
+pub fn resubmit(
+    txs: Arc<Vec<PreSigned>>,
+    targets: Targets,
+    committed: Arc<Mutex<HashMap<String, Instant>>>,
+    log: SharedLog,
+    stop: Arc<AtomicBool>,
+) {
+    // Hash → (next try, interval).
+    let mut schedule: HashMap<String, (Instant, Duration)> = HashMap::new();
+    let by_hash: HashMap<&str, &PreSigned> = txs.iter().map(|t| (t.hash.as_str(), t)).collect();
+    let mut apis: HashMap<String, Api> = HashMap::new();
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(500));
+        let now = Instant::now();
+        let mut due = Vec::new();
+        {
+            let log = log.lock().unwrap_or_else(|p| p.into_inner());
+            let committed = committed.lock().unwrap_or_else(|p| p.into_inner());
+            for (hash, first_sent) in &log.submitted {
+                if now < *first_sent + RESUBMIT_AFTER {
+                    continue;
+                }
+                if committed.contains_key(hash) {
+                    schedule.remove(hash);
+                    continue;
+                }
+                let (at, every) = schedule
+                    .entry(hash.clone())
+                    .or_insert((*first_sent + RESUBMIT_AFTER, RESUBMIT_AFTER));
+                if *at <= now {
+                    *every = (*every * 2).min(RESUBMIT_MAX);
+                    *at = now + *every;
+                    due.push(hash.clone());
+                }
+            }
+        }
+        if due.is_empty() {
+            continue;
+        }
+        // Nonce order within the resubmission, so a node holds nothing back
+        // that this same request fills; to every node, since the one that
+        // took it first may be cut off (answers are idempotent).
+        let mut batch: Vec<&PreSigned> = due
+            .iter()
+            .filter_map(|h| by_hash.get(h.as_str()).copied())
+            .collect();
+        batch.sort_by_key(|t| t.order);
+        log.lock().unwrap_or_else(|p| p.into_inner()).resubmitted += batch.len() as u64;
+        let nodes = targets.read().unwrap_or_else(|p| p.into_inner()).clone();
+        for target in nodes {
+            let api = apis
+                .entry(target.clone())
+                .or_insert_with(|| Api::new(target));
+            for chunk in batch.chunks(1024) {
+                send_batch(api, chunk, &log);
+            }
+        }
+    }
+}
+
+fn send_batch(api: &Api, batch: &[&PreSigned], log: &Mutex<LoadLog>) {
     let mut body = String::from("{\"transactions\":[");
     for (i, tx) in batch.iter().enumerate() {
         if i > 0 {
@@ -145,14 +234,14 @@ fn send_batch(api: &Api, batch: &[PreSigned], log: &Mutex<LoadLog>) {
     let reply = api.post_raw("/v1/transactions", "application/json", body.as_bytes());
     let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
     for tx in batch {
-        log.submitted.insert(tx.hash.clone(), sent);
+        log.submitted.entry(tx.hash.clone()).or_insert(sent);
     }
     match reply {
         Ok((200, v)) => {
             let results = v["results"].as_array().cloned().unwrap_or_default();
             for (tx, r) in batch.iter().zip(results) {
                 if r.get("hash").is_some() {
-                    log.acknowledged.push(tx.hash.clone());
+                    log.acknowledge(&tx.hash);
                 } else {
                     let code = r["error"]["code"].as_str().unwrap_or("unknown").to_string();
                     *log.rejected.entry(code).or_default() += 1;
@@ -164,7 +253,7 @@ fn send_batch(api: &Api, batch: &[PreSigned], log: &Mutex<LoadLog>) {
 }
 
 /// Watches committed blocks on one node and records when each
-/// transaction was first seen committed.
+/// transaction was seen executed.
 pub struct Tracker {
     pub committed: Arc<Mutex<HashMap<String, Instant>>>,
     /// (time since start, committed tx count) samples, for throughput.
@@ -184,11 +273,14 @@ impl Tracker {
         let (c, h, t, s) = (committed.clone(), height.clone(), txs.clone(), stop.clone());
         let handle = std::thread::spawn(move || {
             let mut next = 1u64;
+            let mut apis: HashMap<String, Api> = HashMap::new();
             while !s.load(Ordering::SeqCst) {
                 let list = sources.read().unwrap_or_else(|p| p.into_inner()).clone();
                 let mut progressed = false;
                 for url in &list {
-                    let api = Api::new(url.clone());
+                    let api = apis
+                        .entry(url.clone())
+                        .or_insert_with(|| Api::new(url.clone()));
                     let Ok(status) = api.get("/v1/status") else {
                         continue;
                     };
@@ -199,13 +291,20 @@ impl Tracker {
                         };
                         let now = Instant::now();
                         let hashes = block["tx_hashes"].as_array().cloned().unwrap_or_default();
+                        let results = block["results"].as_array().cloned().unwrap_or_default();
                         let mut map = c.lock().unwrap_or_else(|p| p.into_inner());
-                        for hash in &hashes {
-                            if let Some(hs) = hash.as_str() {
+                        let mut executed = 0;
+                        // Only executions count: a transaction that failed
+                        // because its nonce was ahead may execute later.
+                        for (hash, result) in hashes.iter().zip(&results) {
+                            if let (Some(hs), Some("executed")) =
+                                (hash.as_str(), result["status"].as_str())
+                            {
                                 map.entry(hs.to_string()).or_insert(now);
+                                executed += 1;
                             }
                         }
-                        t.fetch_add(hashes.len() as u64, Ordering::SeqCst);
+                        t.fetch_add(executed, Ordering::SeqCst);
                         h.store(next, Ordering::SeqCst);
                         next += 1;
                         progressed = true;

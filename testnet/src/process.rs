@@ -3,7 +3,7 @@
 //! faults, and a verdict. Backs `phalanx-testnet up`, `run` and `bench`.
 
 use crate::cluster::{Api, Cluster, ClusterSpec, TraitorSpec};
-use crate::load::{self, Targets, Tracker};
+use crate::load::{self, SharedLog, Targets, Tracker};
 use crate::manifest::{Action, Manifest};
 use crate::proxy::ProxyMesh;
 use crate::verdict::{self, Verdict};
@@ -17,6 +17,10 @@ use std::time::{Duration, Instant};
 pub const FAUCET_BALANCE: u64 = 1_000_000_000_000;
 /// The most transfers pre-signed for one run.
 const PRESIGNED_MAX: u64 = 2_000_000;
+
+/// How long a run waits, after its load, for acknowledged transactions
+/// to commit.
+const DRAIN_MAX: Duration = Duration::from_secs(30);
 
 /// Each workload account's opening balance.
 pub const ACCOUNT_BALANCE: u64 = 1_000_000_000;
@@ -225,6 +229,7 @@ impl Testnet {
             latencies_ms: run.latencies_ms.clone(),
             duration_s: run.duration_s,
             committed_in_window: run.committed_in_window,
+            resubmitted: run.resubmitted,
             accounts,
         })
     }
@@ -242,6 +247,8 @@ pub struct RunLog {
     pub latencies_ms: Vec<f64>,
     pub duration_s: f64,
     pub committed_in_window: u64,
+    /// Transactions the client sent again because they had not committed.
+    pub resubmitted: u64,
 }
 
 /// Offers load while `during` runs (it gets the testnet and the elapsed
@@ -261,14 +268,27 @@ pub fn drive(
         .saturating_mul(duration.as_secs().max(1))
         .saturating_add(rate))
     .min(PRESIGNED_MAX) as usize;
-    let txs = load::presign(&chain, &net.accounts, count);
+    let txs = Arc::new(load::presign(&chain, &net.accounts, count));
     let targets: Targets = Arc::new(RwLock::new(net.honest_targets()));
     let mut tracker = Tracker::start(targets.clone());
     let stop = Arc::new(AtomicBool::new(false));
+    let log: SharedLog = Arc::default();
     let start = Instant::now();
     let loader = {
-        let (targets, stop) = (targets.clone(), stop.clone());
-        std::thread::spawn(move || load::offer(txs, rate, duration, targets, connections, stop))
+        let (txs, targets, stop, log) = (txs.clone(), targets.clone(), stop.clone(), log.clone());
+        std::thread::spawn(move || {
+            load::offer(txs, rate, duration, targets, connections, stop, log)
+        })
+    };
+    let stop_resubmitting = Arc::new(AtomicBool::new(false));
+    let resubmitter = {
+        let (targets, committed, log, stop) = (
+            targets.clone(),
+            tracker.committed.clone(),
+            log.clone(),
+            stop_resubmitting.clone(),
+        );
+        std::thread::spawn(move || load::resubmit(txs, targets, committed, log, stop))
     };
     let committed_at_start = tracker.txs.load(Ordering::SeqCst);
     while start.elapsed() < duration {
@@ -279,14 +299,15 @@ pub fn drive(
             break;
         }
     }
-    let log = loader.join().unwrap_or_default();
+    let _ = loader.join();
     let elapsed = start.elapsed();
     let committed_in_window = tracker.txs.load(Ordering::SeqCst) - committed_at_start;
-    // Let the acknowledged ones land (bounded).
-    let deadline = Instant::now() + Duration::from_secs(30);
+    // Let the acknowledged ones land (bounded), resubmitting what is missing.
+    let deadline = Instant::now() + DRAIN_MAX;
     loop {
         *targets.write().unwrap_or_else(|p| p.into_inner()) = net.honest_targets();
         let done = {
+            let log = log.lock().unwrap_or_else(|p| p.into_inner());
             let c = tracker.committed.lock().unwrap_or_else(|p| p.into_inner());
             log.acknowledged.iter().all(|h| c.contains_key(h))
         };
@@ -295,7 +316,10 @@ pub fn drive(
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    stop_resubmitting.store(true, Ordering::SeqCst);
+    let _ = resubmitter.join();
     tracker.stop();
+    let log = log.lock().unwrap_or_else(|p| p.into_inner());
     let committed = tracker.committed.lock().unwrap_or_else(|p| p.into_inner());
     let latencies_ms = log
         .acknowledged
@@ -312,6 +336,7 @@ pub fn drive(
         latencies_ms,
         duration_s: elapsed.as_secs_f64(),
         committed_in_window,
+        resubmitted: log.resubmitted,
     }
 }
 

@@ -26,6 +26,11 @@ pub struct Figures {
     pub submitted: u64,
     pub acknowledged: u64,
     pub committed_acknowledged: u64,
+    /// Acknowledged transactions that failed once (a nonce ahead, e.g.
+    /// after a faulty primary left an earlier one out) and executed later.
+    pub failed_then_executed: u64,
+    /// Transactions the client sent again because they had not committed.
+    pub resubmitted: u64,
     pub duration_s: f64,
     pub tps: f64,
     pub latency_ms_p50: f64,
@@ -74,9 +79,9 @@ impl Verdict {
         }
         let f = &self.figures;
         s.push_str(&format!(
-            "  height {}  view changes {}  tx/s {:.1}  latency p50 {:.0} ms  p90 {:.0} ms  p99 {:.0} ms  acknowledged {}/{}  evidence {}\n",
+            "  height {}  view changes {}  tx/s {:.1}  latency p50 {:.0} ms  p90 {:.0} ms  p99 {:.0} ms  acknowledged {}/{}  resubmitted {}  evidence {}\n",
             f.height, f.view_changes, f.tps, f.latency_ms_p50, f.latency_ms_p90, f.latency_ms_p99,
-            f.acknowledged, f.submitted, f.evidence
+            f.acknowledged, f.submitted, f.resubmitted, f.evidence
         ));
         s
     }
@@ -130,6 +135,8 @@ pub struct Inputs<'a> {
     pub latencies_ms: Vec<f64>,
     pub duration_s: f64,
     pub committed_in_window: u64,
+    /// Transactions the client sent again because they had not committed.
+    pub resubmitted: u64,
     /// Accounts whose balances must sum to the genesis supply.
     pub accounts: Vec<String>,
 }
@@ -146,6 +153,7 @@ pub fn judge(inp: Inputs<'_>) -> Verdict {
     let mut figures = Figures {
         submitted: inp.submitted,
         acknowledged: inp.acknowledged.len() as u64,
+        resubmitted: inp.resubmitted,
         duration_s: inp.duration_s,
         ..Figures::default()
     };
@@ -177,7 +185,11 @@ pub fn judge(inp: Inputs<'_>) -> Verdict {
     figures.height = top;
     let mut mismatch = None;
     let mut cert_error = None;
-    let mut counts: BTreeMap<String, u32> = BTreeMap::new();
+    // Executions per transaction hash, and the last failure of each one
+    // that failed (a transaction whose nonce was ahead fails without being
+    // used up, and may execute later).
+    let mut executions: BTreeMap<String, u32> = BTreeMap::new();
+    let mut failed: BTreeMap<String, String> = BTreeMap::new();
     let mut max_view = 0u64;
     let reference = &inp.honest[heights.iter().position(|h| *h == top).unwrap_or(0)].1;
     for h in 1..=top {
@@ -208,10 +220,21 @@ pub fn judge(inp: Inputs<'_>) -> Verdict {
                 cert_error = Some(format!("height {h}: {e}"));
             }
         }
-        for tx in block["tx_hashes"].as_array().cloned().unwrap_or_default() {
-            *counts
-                .entry(tx.as_str().unwrap_or("").to_string())
-                .or_default() += 1;
+        let results = block["results"].as_array().cloned().unwrap_or_default();
+        for (i, tx) in block["tx_hashes"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            let hash = tx.as_str().unwrap_or("").to_string();
+            if results.get(i).and_then(|r| r["status"].as_str()) == Some("executed") {
+                *executions.entry(hash).or_default() += 1;
+            } else {
+                let reason = results.get(i).and_then(|r| r["reason"].as_str());
+                failed.insert(hash, reason.unwrap_or("no result").to_string());
+            }
         }
     }
     check(
@@ -230,35 +253,42 @@ pub fn judge(inp: Inputs<'_>) -> Verdict {
         cert_error
             .unwrap_or_else(|| format!("{top} certificates verify against the genesis validators")),
     );
+    // The workload only sends transfers that can execute (consecutive
+    // nonces, funded accounts), so each acknowledged one must execute, once.
     let missing: Vec<&String> = inp
         .acknowledged
         .iter()
-        .filter(|h| !counts.contains_key(*h))
+        .filter(|h| !executions.contains_key(*h))
         .collect();
-    let twice: Vec<&String> = counts
-        .iter()
-        .filter(|(_, c)| **c > 1)
-        .map(|(h, _)| h)
-        .collect();
+    let twice = executions.values().filter(|c| **c > 1).count();
     figures.committed_acknowledged = (inp.acknowledged.len() - missing.len()) as u64;
+    figures.failed_then_executed = inp
+        .acknowledged
+        .iter()
+        .filter(|h| executions.contains_key(*h) && failed.contains_key(*h))
+        .count() as u64;
     check(
-        "acknowledged txs committed once",
-        missing.is_empty() && twice.is_empty(),
-        if missing.is_empty() && twice.is_empty() {
+        "acknowledged txs executed once",
+        missing.is_empty() && twice == 0,
+        if missing.is_empty() && twice == 0 {
             format!(
-                "{} acknowledged, all committed exactly once",
-                inp.acknowledged.len()
+                "{} acknowledged, all executed exactly once ({} after a failed attempt)",
+                inp.acknowledged.len(),
+                figures.failed_then_executed
             )
         } else {
+            let example = missing.first().map(|h| match failed.get(*h) {
+                Some(reason) => format!("{}: {reason}", short(h)),
+                None => format!("{}: never in a block", short(h)),
+            });
             format!(
-                "{} acknowledged never committed (e.g. {}), {} committed twice",
+                "{} acknowledged never executed (e.g. {}), {} executed twice",
                 missing.len(),
-                missing.first().map(|s| short(s)).unwrap_or_default(),
-                twice.len()
+                example.unwrap_or_default(),
+                twice
             )
         },
     );
-    // Supply.
     let supply = inp.genesis.total_supply();
     let mut total: u128 = 0;
     let mut read_ok = true;

@@ -10,7 +10,7 @@ use super::settings::{Flags, Settings};
 use super::verify;
 use super::WalletError;
 use clap::{Parser, Subcommand};
-use phalanx_consensus::{tx_hash, Genesis, Transfer};
+use phalanx_consensus::{tx_hash, Genesis, Transaction, Transfer};
 use phalanx_crypto::{Address, Digest, Keypair, PublicKey, Signed};
 use serde_json::{json, Value};
 use std::ffi::OsString;
@@ -20,6 +20,9 @@ use std::time::{Duration, Instant};
 
 /// How often `send --wait` asks whether the transaction committed.
 pub const WAIT_POLL_MS: u64 = 200;
+/// How long `send --wait` lets a transaction stay unknown to the node it
+/// asks before sending it again.
+pub const RESUBMIT_MS: u64 = 3000;
 /// The longest `--timeout` accepted, in seconds.
 pub const WAIT_TIMEOUT_S_MAX: u64 = 3600;
 
@@ -473,7 +476,7 @@ fn send(
         return Ok(Outcome { human: sent, json });
     }
     ui.progress(&sent);
-    let (height, position, result) = wait_committed(&client, &hash, args.timeout_s)?;
+    let (height, position, result) = wait_committed(&client, &tx, &hash, args.timeout_s)?;
     json["status"] = json!("committed");
     json["height"] = json!(height);
     json["position"] = json!(position);
@@ -519,19 +522,37 @@ fn last_send(client: &Client, hash: &Digest) -> Result<LastSend, WalletError> {
 }
 
 /// Polls until `hash` is committed: (height, position, result).
+/// Polls until `tx` commits. A node that accepted it may crash before it
+/// gossips it, and a faulty primary may commit it ahead of an earlier
+/// nonce (a failure that does not use it up): while no node knows it, or
+/// it failed that way, it is sent again every [`RESUBMIT_MS`] (idempotent:
+/// it has one hash).
 fn wait_committed(
     client: &Client,
+    tx: &Transaction,
     hash: &Digest,
     timeout_s: u64,
 ) -> Result<(u64, u64, Value), WalletError> {
     let deadline = Instant::now() + Duration::from_secs(timeout_s);
+    let mut resubmit_at = Instant::now() + Duration::from_millis(RESUBMIT_MS);
     let mut status: String;
     loop {
         match client.transaction(hash, false) {
             Ok(reply) => {
                 let body = &reply.body;
                 status = body["status"].as_str().unwrap_or("missing").to_string();
-                if status == "committed" {
+                // Failed only because its nonce was ahead (an earlier one
+                // was missing): not final, it may still execute.
+                let retryable = body["result"]["may_execute_later"] == true;
+                if retryable {
+                    status = "failed for now (nonce ahead), resubmitting".into();
+                }
+                if (status == "unknown" || retryable) && Instant::now() >= resubmit_at {
+                    // Refusals (duplicate, already committed) are answers too.
+                    let _ = client.submit(tx);
+                    resubmit_at = Instant::now() + Duration::from_millis(RESUBMIT_MS);
+                }
+                if status == "committed" && !retryable {
                     let height =
                         body["height"]
                             .as_u64()

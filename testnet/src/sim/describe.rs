@@ -62,6 +62,7 @@ pub fn describe_input(i: &Input) -> String {
         Input::Transactions(t) => format!("{} txs", t.len()),
         Input::Timer(t) => format!("timer {t:?}"),
         Input::Executed { seq, .. } => format!("executed #{}", seq.0),
+        Input::MayRetry(h) => format!("{} may retry", h.len()),
     }
 }
 
