@@ -310,83 +310,205 @@ enum Verified {
     Peers(usize),
 }
 
-/// Decodes and verifies inbound network traffic off the loop.
+/// Consensus messages queued per sender, waiting for verification.
+const INBOUND_PER_PEER_MAX: usize = 1024;
+/// A message identical to one of a sender's last this many queued ones is
+/// dropped as a duplicate.
+const INBOUND_DEDUP_WINDOW: usize = 16;
+
+/// Consensus messages waiting for verification, one queue per sender,
+/// served round robin (as Aardvark does): a validator that floods gets its
+/// share of the verifier, not all of it, its duplicates are dropped, and
+/// past [`INBOUND_PER_PEER_MAX`] its newest messages are dropped — never
+/// another validator's.
+#[derive(Default)]
+struct FairInbound {
+    queues: BTreeMap<ValidatorIndex, VecDeque<Vec<u8>>>,
+    /// The sender served last.
+    last: Option<ValidatorIndex>,
+}
+
+impl FairInbound {
+    /// Queues a message; false if it was dropped (duplicate or over the
+    /// sender's bound).
+    fn push(&mut self, from: ValidatorIndex, bytes: Vec<u8>) -> Result<(), &'static str> {
+        let q = self.queues.entry(from).or_default();
+        if q.iter().rev().take(INBOUND_DEDUP_WINDOW).any(|b| *b == bytes) {
+            return Err("inbound_duplicate");
+        }
+        if q.len() >= INBOUND_PER_PEER_MAX {
+            return Err("inbound_queue_full");
+        }
+        q.push_back(bytes);
+        Ok(())
+    }
+
+    /// The next message, from the first sender after the last one served
+    /// that has any.
+    fn pop(&mut self) -> Option<(ValidatorIndex, Vec<u8>)> {
+        let after = self.last;
+        let next = self
+            .queues
+            .iter()
+            .filter(|(_, q)| !q.is_empty())
+            .map(|(from, _)| *from)
+            .find(|from| after.is_none_or(|last| *from > last))
+            .or_else(|| {
+                self.queues
+                    .iter()
+                    .find(|(_, q)| !q.is_empty())
+                    .map(|(from, _)| *from)
+            })?;
+        self.last = Some(next);
+        let bytes = self.queues.get_mut(&next)?.pop_front()?;
+        Some((next, bytes))
+    }
+
+    fn is_empty(&self) -> bool {
+        self.queues.values().all(VecDeque::is_empty)
+    }
+}
+
+/// Decodes and verifies inbound network traffic off the loop. Consensus
+/// messages go through a [`FairInbound`] queue, so what arrives is taken
+/// off the network's channel at once (it never fills and drops honest
+/// messages) and verified fairly across senders.
 async fn verify_inbound(
     shared: Arc<Shared>,
     mut events: mpsc::Receiver<NetEvent>,
     out: mpsc::Sender<Verified>,
 ) {
-    while let Some(event) = events.recv().await {
-        match event {
-            NetEvent::Consensus { from, bytes } => {
-                let s = shared.clone();
-                let verdict = tokio::task::spawn_blocking(move || {
-                    let message = Message::decode(&bytes)?;
-                    let mempool = s.mempool.clone();
-                    let known = move |h: &Digest| mempool.is_verified(h);
-                    let ctx = VerifyContext {
-                        chain_id: s.chain_id(),
-                        validators: &s.validators,
-                        known_good_txs: Some(&known),
-                    };
-                    let verified = verify_message(from, message, &ctx)?;
-                    // Transactions this pre-prepare brought before their
-                    // gossip did are verified now: pool them, so the
-                    // gossip copy is not checked a second time.
-                    let ready = match verified.message() {
-                        Message::PrePrepare { batch, .. } => s.mempool.admit_verified(&batch.txs),
-                        _ => Vec::new(),
-                    };
-                    Ok::<_, phalanx_consensus::Rejected>((verified, ready))
-                })
-                .await;
-                match verdict {
-                    Ok(Ok((v, ready))) => {
-                        if out.send(Verified::Message(Box::new(v))).await.is_err() {
-                            return;
-                        }
-                        if !ready.is_empty()
-                            && out.send(Verified::Transactions(ready)).await.is_err()
-                        {
-                            return;
-                        }
-                    }
-                    Ok(Err(reason)) => {
-                        shared.metrics.reject_message(reason.reason());
-                        debug!(from = from.0, %reason, "rejected a message");
-                    }
-                    Err(e) => error!("verifier task failed: {e}"),
-                }
+    let mut inbound = FairInbound::default();
+    loop {
+        // Wait for traffic only when nothing is queued; then take all that
+        // has arrived.
+        let mut arrived = Vec::new();
+        if inbound.is_empty() {
+            match events.recv().await {
+                Some(event) => arrived.push(event),
+                None => return,
             }
-            NetEvent::Transactions { bytes } => {
-                let txs: Vec<Transaction> = match codec::decode(&bytes, GOSSIP_TXS_MAX) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        shared.metrics.reject_message("malformed_gossip");
-                        debug!("malformed transaction gossip: {e}");
-                        continue;
+        }
+        while let Ok(event) = events.try_recv() {
+            arrived.push(event);
+        }
+        for event in arrived {
+            match event {
+                NetEvent::Consensus { from, bytes } => {
+                    if let Err(reason) = inbound.push(from, bytes) {
+                        shared.metrics.reject_message(reason);
                     }
-                };
-                let admission = shared.mempool.submit(txs).await;
-                for v in admission.verdicts.iter().filter_map(|v| v.as_ref().err()) {
-                    shared.metrics.reject_tx(v.code());
                 }
-                if !admission.ready.is_empty()
-                    && out
-                        .send(Verified::Transactions(admission.ready))
-                        .await
-                        .is_err()
-                {
-                    return;
+                NetEvent::Transactions { bytes } => {
+                    if !admit_gossip(&shared, &bytes, &out).await {
+                        return;
+                    }
                 }
-            }
-            NetEvent::PeerConnected(_) | NetEvent::PeerDisconnected(_) => {
-                let peers = shared.network.connected().len();
-                if out.send(Verified::Peers(peers)).await.is_err() {
-                    return;
+                NetEvent::PeerConnected(_) | NetEvent::PeerDisconnected(_) => {
+                    let peers = shared.network.connected().len();
+                    if out.send(Verified::Peers(peers)).await.is_err() {
+                        return;
+                    }
                 }
             }
         }
+        if let Some((from, bytes)) = inbound.pop() {
+            if !verify_consensus(&shared, from, bytes, &out).await {
+                return;
+            }
+        }
+    }
+}
+
+/// Verifies one consensus message and hands it to the loop; false once the
+/// loop has stopped.
+async fn verify_consensus(
+    shared: &Arc<Shared>,
+    from: ValidatorIndex,
+    bytes: Vec<u8>,
+    out: &mpsc::Sender<Verified>,
+) -> bool {
+    let s = shared.clone();
+    let verdict = tokio::task::spawn_blocking(move || {
+        let message = Message::decode(&bytes)?;
+        let mempool = s.mempool.clone();
+        let known = move |h: &Digest| mempool.is_verified(h);
+        let ctx = VerifyContext {
+            chain_id: s.chain_id(),
+            validators: &s.validators,
+            known_good_txs: Some(&known),
+        };
+        let verified = verify_message(from, message, &ctx)?;
+        // Transactions this pre-prepare brought before their gossip did
+        // are verified now: pool them, so the gossip copy is not checked a
+        // second time.
+        let ready = match verified.message() {
+            Message::PrePrepare { batch, .. } => s.mempool.admit_verified(&batch.txs),
+            _ => Vec::new(),
+        };
+        Ok::<_, phalanx_consensus::Rejected>((verified, ready))
+    })
+    .await;
+    match verdict {
+        Ok(Ok((v, ready))) => {
+            if out.send(Verified::Message(Box::new(v))).await.is_err() {
+                return false;
+            }
+            if !ready.is_empty() && out.send(Verified::Transactions(ready)).await.is_err() {
+                return false;
+            }
+        }
+        Ok(Err(reason)) => {
+            shared.metrics.reject_message(reason.reason());
+            debug!(from = from.0, %reason, "rejected a message");
+        }
+        Err(e) => error!("verifier task failed: {e}"),
+    }
+    true
+}
+
+/// Admits a gossiped transaction batch; false once the loop has stopped.
+async fn admit_gossip(shared: &Arc<Shared>, bytes: &[u8], out: &mpsc::Sender<Verified>) -> bool {
+    let txs: Vec<Transaction> = match codec::decode(bytes, GOSSIP_TXS_MAX) {
+        Ok(t) => t,
+        Err(e) => {
+            shared.metrics.reject_message("malformed_gossip");
+            debug!("malformed transaction gossip: {e}");
+            return true;
+        }
+    };
+    let admission = shared.mempool.submit(txs).await;
+    for v in admission.verdicts.iter().filter_map(|v| v.as_ref().err()) {
+        shared.metrics.reject_tx(v.code());
+    }
+    admission.ready.is_empty()
+        || out
+            .send(Verified::Transactions(admission.ready))
+            .await
+            .is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fair_inbound_serves_senders_in_turn_and_bounds_a_flooder() {
+        let mut q = FairInbound::default();
+        let (honest, flooder) = (ValidatorIndex(1), ValidatorIndex(3));
+        for i in 0..(INBOUND_PER_PEER_MAX + 10) as u32 {
+            let pushed = q.push(flooder, i.to_le_bytes().to_vec());
+            assert_eq!(pushed.is_ok(), (i as usize) < INBOUND_PER_PEER_MAX);
+        }
+        let last = (INBOUND_PER_PEER_MAX as u32 - 1).to_le_bytes().to_vec();
+        assert_eq!(q.push(flooder, last), Err("inbound_duplicate"));
+        q.push(honest, b"a".to_vec()).unwrap();
+        q.push(honest, b"b".to_vec()).unwrap();
+        assert_eq!(q.push(honest, b"b".to_vec()), Err("inbound_duplicate"));
+        // Round robin: the honest sender is not stuck behind the flood.
+        let order: Vec<ValidatorIndex> = (0..4).map(|_| q.pop().unwrap().0).collect();
+        assert_eq!(order, vec![honest, flooder, honest, flooder]);
+        assert_eq!(q.pop().unwrap().0, flooder);
     }
 }
 
