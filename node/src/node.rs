@@ -333,7 +333,11 @@ impl FairInbound {
     /// sender's bound).
     fn push(&mut self, from: ValidatorIndex, bytes: Vec<u8>) -> Result<(), &'static str> {
         let q = self.queues.entry(from).or_default();
-        if q.iter().rev().take(INBOUND_DEDUP_WINDOW).any(|b| *b == bytes) {
+        if q.iter()
+            .rev()
+            .take(INBOUND_DEDUP_WINDOW)
+            .any(|b| *b == bytes)
+        {
             return Err("inbound_duplicate");
         }
         if q.len() >= INBOUND_PER_PEER_MAX {
@@ -486,30 +490,6 @@ async fn admit_gossip(shared: &Arc<Shared>, bytes: &[u8], out: &mpsc::Sender<Ver
             .send(Verified::Transactions(admission.ready))
             .await
             .is_ok()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fair_inbound_serves_senders_in_turn_and_bounds_a_flooder() {
-        let mut q = FairInbound::default();
-        let (honest, flooder) = (ValidatorIndex(1), ValidatorIndex(3));
-        for i in 0..(INBOUND_PER_PEER_MAX + 10) as u32 {
-            let pushed = q.push(flooder, i.to_le_bytes().to_vec());
-            assert_eq!(pushed.is_ok(), (i as usize) < INBOUND_PER_PEER_MAX);
-        }
-        let last = (INBOUND_PER_PEER_MAX as u32 - 1).to_le_bytes().to_vec();
-        assert_eq!(q.push(flooder, last), Err("inbound_duplicate"));
-        q.push(honest, b"a".to_vec()).unwrap();
-        q.push(honest, b"b".to_vec()).unwrap();
-        assert_eq!(q.push(honest, b"b".to_vec()), Err("inbound_duplicate"));
-        // Round robin: the honest sender is not stuck behind the flood.
-        let order: Vec<ValidatorIndex> = (0..4).map(|_| q.pop().unwrap().0).collect();
-        assert_eq!(order, vec![honest, flooder, honest, flooder]);
-        assert_eq!(q.pop().unwrap().0, flooder);
-    }
 }
 
 struct Driver {
@@ -770,5 +750,29 @@ impl Driver {
         s.mempool_txs = txs;
         s.mempool_bytes = bytes;
         s.mempool_held = self.shared.mempool.held();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fair_inbound_serves_senders_in_turn_and_bounds_a_flooder() {
+        let mut q = FairInbound::default();
+        let (honest, flooder) = (ValidatorIndex(1), ValidatorIndex(3));
+        for i in 0..(INBOUND_PER_PEER_MAX + 10) as u32 {
+            let pushed = q.push(flooder, i.to_le_bytes().to_vec());
+            assert_eq!(pushed.is_ok(), (i as usize) < INBOUND_PER_PEER_MAX);
+        }
+        let last = (INBOUND_PER_PEER_MAX as u32 - 1).to_le_bytes().to_vec();
+        assert_eq!(q.push(flooder, last), Err("inbound_duplicate"));
+        q.push(honest, b"a".to_vec()).unwrap();
+        q.push(honest, b"b".to_vec()).unwrap();
+        assert_eq!(q.push(honest, b"b".to_vec()), Err("inbound_duplicate"));
+        // Round robin: the honest sender is not stuck behind the flood.
+        let order: Vec<ValidatorIndex> = (0..4).map(|_| q.pop().unwrap().0).collect();
+        assert_eq!(order, vec![honest, flooder, honest, flooder]);
+        assert_eq!(q.pop().unwrap().0, flooder);
     }
 }

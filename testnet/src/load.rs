@@ -126,15 +126,23 @@ pub fn offer(
                 }
                 let to = (from + chunk).min(txs.len() as u64);
                 let batch: Vec<&PreSigned> = txs[from as usize..to as usize].iter().collect();
-                turn += 1;
-                let Some(target) = pick(&targets, turn) else {
-                    std::thread::sleep(tick);
-                    continue;
-                };
-                let api = apis
-                    .entry(target.clone())
-                    .or_insert_with(|| Api::new(target));
-                send_batch(api, &batch, &log);
+                // A node that is down or cut off (503 no_quorum) does not
+                // take the batch: try the next one at once, as a wallet
+                // with several nodes configured does.
+                let tries = targets.read().unwrap_or_else(|p| p.into_inner()).len();
+                for _ in 0..tries.max(1) {
+                    turn += 1;
+                    let Some(target) = pick(&targets, turn) else {
+                        std::thread::sleep(tick);
+                        break;
+                    };
+                    let api = apis
+                        .entry(target.clone())
+                        .or_insert_with(|| Api::new(target));
+                    if send_batch(api, &batch, &log) {
+                        break;
+                    }
+                }
             }
         }));
     }
@@ -221,7 +229,9 @@ pub fn resubmit(
     }
 }
 
-fn send_batch(api: &Api, batch: &[&PreSigned], log: &Mutex<LoadLog>) {
+/// Sends `batch` in one request; false if the node did not answer it
+/// (down, or refusing all submissions).
+fn send_batch(api: &Api, batch: &[&PreSigned], log: &Mutex<LoadLog>) -> bool {
     let mut body = String::from("{\"transactions\":[");
     for (i, tx) in batch.iter().enumerate() {
         if i > 0 {
@@ -247,8 +257,12 @@ fn send_batch(api: &Api, batch: &[&PreSigned], log: &Mutex<LoadLog>) {
                     *log.rejected.entry(code).or_default() += 1;
                 }
             }
+            true
         }
-        _ => log.failed_requests += 1,
+        _ => {
+            log.failed_requests += 1;
+            false
+        }
     }
 }
 
