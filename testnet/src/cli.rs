@@ -140,6 +140,10 @@ pub fn up(args: UpArgs) -> ExitCode {
         1,
         |net, elapsed| {
             if stop2.load(Ordering::SeqCst) {
+                println!(
+                    "\nstopping: waiting up to {} s for acknowledged transactions to execute ...",
+                    crate::process::DRAIN_MAX.as_secs()
+                );
                 return false;
             }
             if last.elapsed() >= Duration::from_secs(1) {
@@ -171,7 +175,7 @@ pub fn up(args: UpArgs) -> ExitCode {
             true
         },
     );
-    println!("\nstopping: judging the run from every honest node ...");
+    println!("judging the run from every honest node ...");
     let verdict = net.judge("up", &run, 1, true);
     net.stop();
     print!("{}", verdict.table());

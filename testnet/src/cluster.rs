@@ -7,6 +7,7 @@ use phalanx_consensus::{ConsensusParams, Genesis, GenesisAccount, GenesisValidat
 use phalanx_crypto::{write_key_file, Address, Keypair};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -285,6 +286,10 @@ impl Cluster {
             .arg("--home")
             .arg(&self.homes[i])
             .env("NO_COLOR", "1")
+            // Its own process group: Ctrl-C in the terminal reaches the
+            // testnet, which judges the run and then stops the nodes,
+            // not the nodes themselves.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err)
@@ -460,6 +465,7 @@ fn send_signal(pid: u32, signal: &str) -> bool {
     Command::new("kill")
         .arg(format!("-{signal}"))
         .arg(pid.to_string())
+        .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
 }

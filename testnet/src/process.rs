@@ -20,7 +20,7 @@ const PRESIGNED_MAX: u64 = 2_000_000;
 
 /// How long a run waits, after its load, for acknowledged transactions
 /// to commit.
-const DRAIN_MAX: Duration = Duration::from_secs(30);
+pub const DRAIN_MAX: Duration = Duration::from_secs(30);
 
 /// Each workload account's opening balance.
 pub const ACCOUNT_BALANCE: u64 = 1_000_000_000;
@@ -161,11 +161,12 @@ impl Testnet {
                         "v{:<4} {:<11} {:>6}  {:>4}  {:>7}  {:>5}  {:>7}  {:>8}  {}\n",
                         i,
                         role,
-                        s["height"],
-                        s["view"],
-                        s["primary"],
-                        s["peers_connected"],
-                        s["mempool_txs"],
+                        // JSON values ignore widths: print them as text.
+                        s["height"].to_string(),
+                        s["view"].to_string(),
+                        s["primary"].to_string(),
+                        s["peers_connected"].to_string(),
+                        s["mempool_txs"].to_string(),
                         evidence,
                         state
                     ));
