@@ -6,8 +6,8 @@
 use phalanx_consensus::{ConsensusParams, Genesis, GenesisAccount, GenesisValidator};
 use phalanx_crypto::{write_key_file, Address, Keypair};
 use serde_json::Value;
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
