@@ -310,6 +310,18 @@ enum Verified {
     Peers(usize),
 }
 
+/// Transaction gossip messages waiting for admission.
+const GOSSIP_QUEUE: usize = 1024;
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Consensus messages queued per sender, waiting for verification.
 const INBOUND_PER_PEER_MAX: usize = 1024;
 /// A message identical to one of a sender's last this many queued ones is
@@ -383,6 +395,21 @@ async fn verify_inbound(
     out: mpsc::Sender<Verified>,
 ) {
     let mut inbound = FairInbound::default();
+    // Transaction gossip is admitted on its own task, so consensus
+    // messages never wait behind signature checks of client transactions.
+    // It is best effort (clients resubmit): past the queue, it is dropped.
+    let (gossip_tx, mut gossip_rx) = mpsc::channel::<Vec<u8>>(GOSSIP_QUEUE);
+    let gossip_task = {
+        let (shared, out) = (shared.clone(), out.clone());
+        tokio::spawn(async move {
+            while let Some(bytes) = gossip_rx.recv().await {
+                if !admit_gossip(&shared, &bytes, &out).await {
+                    return;
+                }
+            }
+        })
+    };
+    let _stop_gossip = AbortOnDrop(gossip_task);
     loop {
         // Wait for traffic only when nothing is queued; then take all that
         // has arrived.
@@ -404,8 +431,8 @@ async fn verify_inbound(
                     }
                 }
                 NetEvent::Transactions { bytes } => {
-                    if !admit_gossip(&shared, &bytes, &out).await {
-                        return;
+                    if gossip_tx.try_send(bytes).is_err() {
+                        shared.metrics.reject_message("gossip_queue_full");
                     }
                 }
                 NetEvent::PeerConnected(_) | NetEvent::PeerDisconnected(_) => {

@@ -115,6 +115,21 @@ fn four_nodes_commit_1000_transfers_survive_a_kill_and_a_dead_primary() {
         }
         if sent == 700 {
             cluster.start(2).unwrap();
+            // Its API answers once it is up, and takes transactions once it
+            // reaches a quorum (before, it answers 503 no_quorum).
+            cluster.wait_healthy(Duration::from_secs(30)).unwrap();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while cluster
+                .api(2)
+                .get("/v1/status")
+                .ok()
+                .and_then(|s| s["peers_connected"].as_u64())
+                .unwrap_or(0)
+                < 2
+            {
+                assert!(std::time::Instant::now() < deadline, "v2 never reconnected");
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
         std::thread::sleep(Duration::from_millis(20));
     }

@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
+/// The most transactions the load generator puts in one request.
+const REQUEST_TXS_MAX: u64 = 512;
+
 /// One pre-signed transfer, ready to send.
 #[derive(Clone)]
 pub struct PreSigned {
@@ -114,7 +117,11 @@ pub fn offer(
                 // Open loop: everything due by now, regardless of replies.
                 let due =
                     ((start.elapsed().as_secs_f64() * rate as f64) as u64).min(txs.len() as u64);
-                let chunk = (rate / (100 * connections as u64)).max(1);
+                // Everything due, up to a request's worth: a worker that
+                // fell behind catches up in bigger requests instead of
+                // capping the offered rate at its request rate.
+                let behind = due.saturating_sub(next.load(Ordering::SeqCst));
+                let chunk = behind.clamp(1, REQUEST_TXS_MAX);
                 let from = next.fetch_add(chunk, Ordering::SeqCst);
                 if from >= txs.len() as u64 {
                     return;
