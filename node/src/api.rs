@@ -197,7 +197,6 @@ async fn submit(
             .admitted
             .send(Admitted {
                 gossip: admission.admitted,
-                ready: admission.ready,
             })
             .await;
     }

@@ -76,12 +76,11 @@ pub struct BlockEvent {
     pub timestamp_ms: u64,
 }
 
-/// Transactions the API admitted to the mempool.
+/// Transactions the API admitted to the mempool (every newly admitted
+/// one, ready or held): gossiped to the other validators. Consensus takes
+/// the ready ones from the mempool's ready queue.
 pub struct Admitted {
-    /// Every newly admitted one: gossiped to the other validators.
     pub gossip: Vec<Transaction>,
-    /// The ones ready to propose (see the mempool's nonce order).
-    pub ready: Vec<Transaction>,
 }
 
 /// State shared between the loop and the API.
@@ -306,7 +305,6 @@ pub async fn run(
 /// What the verifier hands the loop.
 enum Verified {
     Message(Box<VerifiedMessage>),
-    Transactions(Vec<Transaction>),
     Peers(usize),
 }
 
@@ -400,12 +398,10 @@ async fn verify_inbound(
     // It is best effort (clients resubmit): past the queue, it is dropped.
     let (gossip_tx, mut gossip_rx) = mpsc::channel::<Vec<u8>>(GOSSIP_QUEUE);
     let gossip_task = {
-        let (shared, out) = (shared.clone(), out.clone());
+        let shared = shared.clone();
         tokio::spawn(async move {
             while let Some(bytes) = gossip_rx.recv().await {
-                if !admit_gossip(&shared, &bytes, &out).await {
-                    return;
-                }
+                admit_gossip(&shared, &bytes).await;
             }
         })
     };
@@ -473,19 +469,15 @@ async fn verify_consensus(
         // Transactions this pre-prepare brought before their gossip did
         // are verified now: pool them, so the gossip copy is not checked a
         // second time.
-        let ready = match verified.message() {
-            Message::PrePrepare { batch, .. } => s.mempool.admit_verified(&batch.txs),
-            _ => Vec::new(),
-        };
-        Ok::<_, phalanx_consensus::Rejected>((verified, ready))
+        if let Message::PrePrepare { batch, .. } = verified.message() {
+            s.mempool.admit_verified(&batch.txs);
+        }
+        Ok::<_, phalanx_consensus::Rejected>(verified)
     })
     .await;
     match verdict {
-        Ok(Ok((v, ready))) => {
+        Ok(Ok(v)) => {
             if out.send(Verified::Message(Box::new(v))).await.is_err() {
-                return false;
-            }
-            if !ready.is_empty() && out.send(Verified::Transactions(ready)).await.is_err() {
                 return false;
             }
         }
@@ -498,25 +490,20 @@ async fn verify_consensus(
     true
 }
 
-/// Admits a gossiped transaction batch; false once the loop has stopped.
-async fn admit_gossip(shared: &Arc<Shared>, bytes: &[u8], out: &mpsc::Sender<Verified>) -> bool {
+/// Admits a gossiped transaction batch into the mempool.
+async fn admit_gossip(shared: &Arc<Shared>, bytes: &[u8]) {
     let txs: Vec<Transaction> = match codec::decode(bytes, GOSSIP_TXS_MAX) {
         Ok(t) => t,
         Err(e) => {
             shared.metrics.reject_message("malformed_gossip");
             debug!("malformed transaction gossip: {e}");
-            return true;
+            return;
         }
     };
     let admission = shared.mempool.submit(txs).await;
     for v in admission.verdicts.iter().filter_map(|v| v.as_ref().err()) {
         shared.metrics.reject_tx(v.code());
     }
-    admission.ready.is_empty()
-        || out
-            .send(Verified::Transactions(admission.ready))
-            .await
-            .is_ok()
 }
 
 struct Driver {
@@ -554,7 +541,6 @@ impl Driver {
                 _ = &mut shutdown => return Ok(()),
                 Some(v) = verified.recv() => match v {
                     Verified::Message(m) => self.step(Input::Message(*m))?,
-                    Verified::Transactions(txs) => self.step(Input::Transactions(txs))?,
                     Verified::Peers(n) => {
                         self.shared.metrics.peers_connected.set(n as i64);
                         self.update_status();
@@ -562,8 +548,11 @@ impl Driver {
                 },
                 Some(a) = admitted.recv() => {
                     self.shared.network.gossip_transactions(codec::encode(&a.gossip));
-                    if !a.ready.is_empty() {
-                        self.step(Input::Transactions(a.ready))?;
+                }
+                _ = self.shared.mempool.ready_changed() => {
+                    let ready = self.shared.mempool.take_ready();
+                    if !ready.is_empty() {
+                        self.step(Input::Transactions(ready))?;
                     }
                 }
                 _ = sleep => {
@@ -656,7 +645,10 @@ impl Driver {
             .store
             .apply_committed(self.shared.chain_id(), cb)?;
         let m = &self.shared.metrics;
-        let pool = self.shared.mempool.remove_committed(&block.txs);
+        let pool = self
+            .shared
+            .mempool
+            .remove_committed(&block.txs, &block.results);
         for waited in pool.waited {
             m.commit_latency_seconds.observe(waited.as_secs_f64());
         }
@@ -702,8 +694,11 @@ impl Driver {
         if !may_retry.is_empty() {
             inputs.push_back(Input::MayRetry(may_retry));
         }
-        if !pool.ready.is_empty() {
-            inputs.push_back(Input::Transactions(pool.ready));
+        // Held transactions the block released (and any other ready ones),
+        // in the mempool's order, after MayRetry re-opened the retried ones.
+        let ready = self.shared.mempool.take_ready();
+        if !ready.is_empty() {
+            inputs.push_back(Input::Transactions(ready));
         }
         Ok(())
     }
