@@ -1,6 +1,14 @@
 //! The validator: one event loop owns the `Replica` (or its traitor
 //! wrapper), feeds it verified inputs, and carries out its outputs in
-//! order — persist (synced) before send before commit.
+//! order — persist before send before commit.
+//!
+//! **Group commit.** The loop takes every input that is already waiting
+//! (up to [`GROUP_INPUTS_MAX`]), carries out their outputs with unsynced
+//! writes in the order they come, holds back the messages they send, then
+//! syncs once and sends. Nothing leaves the node before the writes it
+//! depends on are durable, as if each had been synced, for one fsync per
+//! burst instead of one per message (measured: at 2,000 tx/s offered, p50
+//! latency 866 → see docs/PERFORMANCE.md).
 //!
 //! Signatures are checked off the loop: peer messages on blocking threads
 //! (pre-prepared transactions this node already verified in its mempool are
@@ -30,6 +38,8 @@ const LOOP_CHANNEL_CAPACITY: usize = 4096;
 const BLOCK_EVENTS_CAPACITY: usize = 1024;
 /// The most transactions decoded from one gossip message.
 const GOSSIP_TXS_MAX: u64 = 16 << 20;
+/// The most waiting inputs handled before one sync and send.
+const GROUP_INPUTS_MAX: usize = 64;
 
 /// Why the node stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -180,7 +190,9 @@ pub async fn run(
     let me = validators
         .index_of(&key.public())
         .expect("checked in load_home");
-    let store: Arc<dyn Store> = open_store(&home, &genesis, config.storage.sync_blocks)?;
+    // Unsynced writes: the loop syncs once per burst of inputs (see the
+    // module docs), following `storage.sync_blocks` for block writes.
+    let store: Arc<dyn Store> = open_store(&home, &genesis, false)?;
     let consensus_cfg = config.consensus_config(&genesis);
     let wal = store.load_wal()?;
     let tip = store.tip()?;
@@ -291,6 +303,9 @@ pub async fn run(
         timers: BTreeMap::new(),
         start: Instant::now(),
         wal: Vec::new(),
+        wal_unsynced: false,
+        blocks_unsynced: false,
+        outbox: Vec::new(),
     };
     let result = driver.run_loop(verified_rx, admitted_rx, shutdown).await;
     info!("shutting down");
@@ -513,6 +528,18 @@ struct Driver {
     start: Instant,
     /// Persist entries waiting to be written before the next other output.
     wal: Vec<WalEntry>,
+    /// Write-ahead entries written since the last sync: sync before sending.
+    wal_unsynced: bool,
+    /// Blocks, checkpoints or evidence written since the last sync.
+    blocks_unsynced: bool,
+    /// Messages held back until the writes before them are synced.
+    outbox: Vec<Outgoing>,
+}
+
+/// A consensus message waiting in the [`Driver`]'s outbox.
+enum Outgoing {
+    To(ValidatorIndex, Arc<Vec<u8>>),
+    All(Arc<Vec<u8>>),
 }
 
 impl Driver {
@@ -529,6 +556,7 @@ impl Driver {
         tokio::pin!(shutdown);
         // Start the replica's timers.
         self.step(Input::Timer(Timer::Retransmit))?;
+        self.sync_and_send()?;
         loop {
             let next_timer = self.timers.values().min().copied();
             let sleep = async {
@@ -539,13 +567,7 @@ impl Driver {
             };
             tokio::select! {
                 _ = &mut shutdown => return Ok(()),
-                Some(v) = verified.recv() => match v {
-                    Verified::Message(m) => self.step(Input::Message(*m))?,
-                    Verified::Peers(n) => {
-                        self.shared.metrics.peers_connected.set(n as i64);
-                        self.update_status();
-                    }
-                },
+                Some(v) = verified.recv() => self.on_verified(v)?,
                 Some(a) = admitted.recv() => {
                     self.shared.network.gossip_transactions(codec::encode(&a.gossip));
                 }
@@ -564,7 +586,49 @@ impl Driver {
                     }
                 }
             }
+            // Whatever else has arrived joins this burst.
+            for _ in 1..GROUP_INPUTS_MAX {
+                match verified.try_recv() {
+                    Ok(v) => self.on_verified(v)?,
+                    Err(_) => break,
+                }
+            }
+            self.sync_and_send()?;
         }
+    }
+
+    fn on_verified(&mut self, v: Verified) -> Result<(), NodeError> {
+        match v {
+            Verified::Message(m) => self.step(Input::Message(*m))?,
+            Verified::Peers(n) => {
+                self.shared.metrics.peers_connected.set(n as i64);
+                self.update_status();
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends a burst: writes what is left of the write-ahead entries, syncs
+    /// once if anything needs it, then sends what the burst held back.
+    fn sync_and_send(&mut self) -> Result<(), NodeError> {
+        let store = &self.shared.store;
+        if !self.wal.is_empty() {
+            store.append_wal(&self.wal, true)?;
+            self.wal.clear();
+        } else if self.wal_unsynced
+            || (self.blocks_unsynced && self.shared.config.storage.sync_blocks)
+        {
+            store.sync()?;
+        }
+        self.wal_unsynced = false;
+        self.blocks_unsynced = false;
+        for out in self.outbox.drain(..) {
+            match out {
+                Outgoing::To(to, bytes) => self.shared.network.send(to, bytes),
+                Outgoing::All(bytes) => self.shared.network.broadcast(bytes),
+            }
+        }
+        Ok(())
     }
 
     /// Feeds one input and everything it leads to (executed blocks).
@@ -579,16 +643,19 @@ impl Driver {
         Ok(())
     }
 
-    fn flush_wal(&mut self) -> Result<(), NodeError> {
+    /// Writes the pending write-ahead entries, unsynced, in one batch.
+    fn write_wal(&mut self) -> Result<(), NodeError> {
         if !self.wal.is_empty() {
-            self.shared.store.append_wal(&self.wal, true)?;
+            self.shared.store.append_wal(&self.wal, false)?;
             self.wal.clear();
+            self.wal_unsynced = true;
         }
         Ok(())
     }
 
     /// Carries out outputs in order. Persist entries are batched into one
-    /// synced write that lands before any later output.
+    /// write that lands before any later output; messages wait in the
+    /// outbox for the burst's sync.
     fn carry_out(
         &mut self,
         outputs: Vec<Output>,
@@ -599,17 +666,21 @@ impl Driver {
                 self.wal.push(entry);
                 continue;
             }
-            self.flush_wal()?;
+            self.write_wal()?;
             match output {
                 Output::Persist(_) => unreachable!("handled above"),
                 Output::PruneWal { below } => self.shared.store.prune_wal(below)?,
                 Output::Send { to, message } => {
-                    self.shared.network.send(to, Arc::new(message.encode()));
+                    self.outbox
+                        .push(Outgoing::To(to, Arc::new(message.encode())));
                 }
                 Output::Broadcast(message) => {
-                    self.shared.network.broadcast(Arc::new(message.encode()));
+                    self.outbox.push(Outgoing::All(Arc::new(message.encode())));
                 }
-                Output::Commit(cb) => self.commit(&cb, inputs)?,
+                Output::Commit(cb) => {
+                    self.commit(&cb, inputs)?;
+                    self.blocks_unsynced = true;
+                }
                 Output::ServeCatchUp { to, from, to_seq } => {
                     self.serve_catch_up(to, from, to_seq)?
                 }
@@ -621,6 +692,7 @@ impl Driver {
                 Output::Evidence(e) => {
                     warn!(validator = %e.validator.short(), view = e.view.0, seq = e.seq.0, phase = ?e.phase, "equivocation evidence recorded");
                     self.shared.store.put_evidence(&e)?;
+                    self.blocks_unsynced = true;
                     self.shared.metrics.evidence.inc();
                 }
                 Output::Rejected { from, reason } => {
@@ -630,7 +702,9 @@ impl Driver {
                 Output::Event(event) => self.on_event(event)?,
             }
         }
-        self.flush_wal()
+        // Entries still pending are written by the next output or by the
+        // burst's synced write.
+        Ok(())
     }
 
     /// Executes and stores a committed block; queues the Executed input,
@@ -724,7 +798,8 @@ impl Driver {
             batches.push(cb);
         }
         let message = Message::CatchUpResponse(batches);
-        self.shared.network.send(to, Arc::new(message.encode()));
+        self.outbox
+            .push(Outgoing::To(to, Arc::new(message.encode())));
         Ok(())
     }
 
@@ -739,6 +814,7 @@ impl Driver {
                 debug!(seq = seq.0, "checkpoint stable");
                 if let Some(cert) = self.participant.replica().stable_checkpoint() {
                     self.shared.store.put_checkpoint(cert)?;
+                    self.blocks_unsynced = true;
                 }
             }
             Event::CatchingUp { from, to } => info!(from = from.0, to = to.0, "catching up"),

@@ -65,4 +65,8 @@ pub(crate) trait Kv: Send + Sync {
     /// Applies `writes` atomically; with `sync`, durably (fsync) before
     /// returning.
     fn write(&self, writes: WriteSet, sync: bool) -> Result<(), StorageError>;
+
+    /// Makes every write that has returned durable (one fsync for all the
+    /// unsynced writes before it).
+    fn sync(&self) -> Result<(), StorageError>;
 }

@@ -182,6 +182,12 @@ pub trait Store: Send + Sync {
     /// Appends `entries` atomically; with `sync`, durably before returning.
     fn append_wal(&self, entries: &[WalEntry], sync: bool) -> Result<(), StorageError>;
 
+    /// Makes every earlier write durable, synced or not: a node writes
+    /// unsynced while it works through a burst of inputs and syncs once
+    /// before it sends anything that depends on those writes (group
+    /// commit).
+    fn sync(&self) -> Result<(), StorageError>;
+
     /// Every entry not pruned, in append order.
     fn load_wal(&self) -> Result<Vec<WalEntry>, StorageError>;
 
@@ -314,6 +320,9 @@ macro_rules! store_via_records {
             }
             fn append_wal(&self, entries: &[WalEntry], sync: bool) -> Result<(), StorageError> {
                 self.records.append_wal(entries, sync)
+            }
+            fn sync(&self) -> Result<(), StorageError> {
+                self.records.sync()
             }
             fn load_wal(&self) -> Result<Vec<WalEntry>, StorageError> {
                 self.records.load_wal()

@@ -34,6 +34,10 @@ impl MemKv {
 }
 
 impl Kv for MemKv {
+    fn sync(&self) -> Result<(), StorageError> {
+        Ok(())
+    }
+
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         Ok(self.tables()[cf.index()].get(key).cloned())
     }

@@ -419,6 +419,10 @@ impl<K: Kv> Records<K> {
 
     // ---- consensus write-ahead records -----------------------------------
 
+    pub fn sync(&self) -> Result<(), StorageError> {
+        self.kv.sync()
+    }
+
     pub fn append_wal(&self, entries: &[WalEntry], sync: bool) -> Result<(), StorageError> {
         if entries.is_empty() {
             return Ok(());

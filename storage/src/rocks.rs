@@ -128,6 +128,12 @@ fn base_options() -> Options {
 }
 
 impl Kv for RocksKv {
+    fn sync(&self) -> Result<(), StorageError> {
+        // RocksDB's log is one sequence: syncing it covers every write
+        // appended before.
+        self.db.flush_wal(true).map_err(|e| self.error(e))
+    }
+
     fn get(&self, cf: Cf, key: &[u8]) -> Result<Option<Vec<u8>>, StorageError> {
         self.db
             .get_cf_opt(self.cf(cf)?, key, &Self::read_options())
