@@ -3,12 +3,14 @@
 //! order — persist before send before commit.
 //!
 //! **Group commit.** The loop takes every input that is already waiting
-//! (up to [`GROUP_INPUTS_MAX`]), carries out their outputs with unsynced
-//! writes in the order they come, holds back the messages they send, then
-//! syncs once and sends. Nothing leaves the node before the writes it
-//! depends on are durable, as if each had been synced, for one fsync per
-//! burst instead of one per message (measured: at 2,000 tx/s offered, p50
-//! latency 866 → see docs/PERFORMANCE.md).
+//! (up to [`GROUP_INPUTS_MAX`]) and carries out their outputs with
+//! unsynced writes, in order, holding back the messages they send. It
+//! hands that burst's messages to the [`Syncer`] thread and goes on; the
+//! syncer syncs once for all the bursts queued since its last sync, then
+//! sends their messages in order. Nothing leaves the node before the
+//! writes it depends on are durable, exactly as if each write had been
+//! synced, but the loop never waits for a disk flush and one fsync covers
+//! many messages (docs/PERFORMANCE.md has the figures).
 //!
 //! Signatures are checked off the loop: peer messages on blocking threads
 //! (pre-prepared transactions this node already verified in its mempool are
@@ -40,6 +42,8 @@ const BLOCK_EVENTS_CAPACITY: usize = 1024;
 const GOSSIP_TXS_MAX: u64 = 16 << 20;
 /// The most waiting inputs handled before one sync and send.
 const GROUP_INPUTS_MAX: usize = 64;
+/// Bursts queued for the syncer; past this, the loop waits for it.
+const SYNC_QUEUE: usize = 1024;
 
 /// Why the node stopped or could not start.
 #[derive(Debug, thiserror::Error)]
@@ -306,8 +310,10 @@ pub async fn run(
         wal_unsynced: false,
         blocks_unsynced: false,
         outbox: Vec::new(),
+        syncer: Syncer::start(shared.store.clone(), shared.network.clone()),
     };
     let result = driver.run_loop(verified_rx, admitted_rx, shutdown).await;
+    let result = driver.syncer.stop().and(result);
     info!("shutting down");
     let _ = api_stop_tx.send(());
     let _ = api_task.await;
@@ -534,12 +540,75 @@ struct Driver {
     blocks_unsynced: bool,
     /// Messages held back until the writes before them are synced.
     outbox: Vec<Outgoing>,
+    syncer: Syncer,
 }
 
 /// A consensus message waiting in the [`Driver`]'s outbox.
 enum Outgoing {
     To(ValidatorIndex, Arc<Vec<u8>>),
     All(Arc<Vec<u8>>),
+}
+
+/// One burst's messages, and whether its writes need a sync first.
+struct SyncJob {
+    sync: bool,
+    outbox: Vec<Outgoing>,
+}
+
+/// The thread that syncs the store and then sends what waited for it.
+struct Syncer {
+    jobs: Option<std::sync::mpsc::SyncSender<SyncJob>>,
+    thread: Option<std::thread::JoinHandle<Result<(), StorageError>>>,
+}
+
+impl Syncer {
+    fn start(store: Arc<dyn Store>, network: NetworkHandle) -> Syncer {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<SyncJob>(SYNC_QUEUE);
+        let thread = std::thread::Builder::new()
+            .name("phalanx-sync".into())
+            .spawn(move || {
+                while let Ok(first) = rx.recv() {
+                    // Every burst queued by now rides on one sync.
+                    let mut jobs = vec![first];
+                    jobs.extend(rx.try_iter());
+                    if jobs.iter().any(|j| j.sync) {
+                        store.sync()?;
+                    }
+                    for out in jobs.into_iter().flat_map(|j| j.outbox) {
+                        match out {
+                            Outgoing::To(to, bytes) => network.send(to, bytes),
+                            Outgoing::All(bytes) => network.broadcast(bytes),
+                        }
+                    }
+                }
+                Ok(())
+            })
+            .expect("spawn the sync thread");
+        Syncer {
+            jobs: Some(tx),
+            thread: Some(thread),
+        }
+    }
+
+    /// Queues a burst; fails once the syncer has stopped on a storage error.
+    fn submit(&self, job: SyncJob) -> Result<(), NodeError> {
+        match self.jobs.as_ref().map(|j| j.send(job)) {
+            Some(Ok(())) => Ok(()),
+            _ => Err(NodeError::Invalid(
+                "the sync thread stopped: the store cannot be synced".into(),
+            )),
+        }
+    }
+
+    /// Lets the syncer finish what is queued; its storage error, if any.
+    fn stop(&mut self) -> Result<(), NodeError> {
+        self.jobs = None;
+        match self.thread.take().map(|t| t.join()) {
+            Some(Ok(Err(e))) => Err(NodeError::Storage(e)),
+            Some(Err(_)) => Err(NodeError::Invalid("the sync thread panicked".into())),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl Driver {
@@ -608,27 +677,22 @@ impl Driver {
         Ok(())
     }
 
-    /// Ends a burst: writes what is left of the write-ahead entries, syncs
-    /// once if anything needs it, then sends what the burst held back.
+    /// Ends a burst: writes what is left of the write-ahead entries and
+    /// hands the held-back messages to the syncer, which sends them once
+    /// the burst's writes are durable.
     fn sync_and_send(&mut self) -> Result<(), NodeError> {
-        let store = &self.shared.store;
-        if !self.wal.is_empty() {
-            store.append_wal(&self.wal, true)?;
-            self.wal.clear();
-        } else if self.wal_unsynced
-            || (self.blocks_unsynced && self.shared.config.storage.sync_blocks)
-        {
-            store.sync()?;
-        }
+        self.write_wal()?;
+        let sync =
+            self.wal_unsynced || (self.blocks_unsynced && self.shared.config.storage.sync_blocks);
         self.wal_unsynced = false;
         self.blocks_unsynced = false;
-        for out in self.outbox.drain(..) {
-            match out {
-                Outgoing::To(to, bytes) => self.shared.network.send(to, bytes),
-                Outgoing::All(bytes) => self.shared.network.broadcast(bytes),
-            }
+        if !sync && self.outbox.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        self.syncer.submit(SyncJob {
+            sync,
+            outbox: std::mem::take(&mut self.outbox),
+        })
     }
 
     /// Feeds one input and everything it leads to (executed blocks).
