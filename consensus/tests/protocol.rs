@@ -364,6 +364,34 @@ fn silent_primary_is_replaced_and_commits_continue() {
     net.assert_agreement();
 }
 
+/// Whether replica `i` has suspected the primary so far.
+fn suspected(net: &Net, i: u16) -> bool {
+    net.events
+        .iter()
+        .any(|(who, e)| who.0 == i && matches!(e, Event::PrimarySuspected { .. }))
+}
+
+#[test]
+fn a_primary_proposing_full_batches_is_busy_not_censoring() {
+    let mut net = Net::new(4);
+    // Only replica 1 knows this transaction: from where it stands, the
+    // primary leaves it out.
+    let unseen = net.transfer(3);
+    net.input(1, Input::Transactions(vec![unseen]));
+    // Meanwhile the primary proposes full batches (batch_txs_max = 4),
+    // well past the 500 ms propose timeout: it is busy, not suspected.
+    for _ in 0..20 {
+        net.submit(4);
+        net.run_until(net.now + 100);
+    }
+    assert!(!suspected(&net, 1), "events: {:?}", net.events);
+    assert_eq!(net.view_changes(), 0);
+    // Once the full batches stop, the transaction it still leaves out
+    // makes replica 1 suspect it.
+    net.run_until(net.now + 2000);
+    assert!(suspected(&net, 1), "events: {:?}", net.events);
+}
+
 #[test]
 fn new_view_with_wrong_pre_prepares_is_rejected() {
     let mut net = Net::new(4);

@@ -119,7 +119,8 @@ pub struct MempoolConfig {
 impl Default for MempoolConfig {
     fn default() -> Self {
         MempoolConfig {
-            max_txs: 100_000,
+            // A few seconds of work at the measured peak (docs/PERFORMANCE.md).
+            max_txs: 20_000,
             max_bytes: 64 << 20,
             nonce_ahead_max: 10_000,
             nonce_gap_timeout_s: 60,
@@ -317,6 +318,8 @@ max_body_bytes = {max_body_bytes}
 max_batch_txs = {max_batch_txs}
 
 [mempool]
+# Past this backlog, submissions are refused (503 mempool_full) before
+# their signatures are checked, so overload costs lookups, not CPU.
 max_txs = {max_txs}
 max_bytes = {max_bytes}
 # Transactions whose nonce is further ahead of the account's are refused.

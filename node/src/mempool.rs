@@ -284,10 +284,23 @@ impl Mempool {
             });
         }
         let hash = tx_hash(tx);
-        if self.lock().txs.contains_key(&hash) {
-            return Err(SubmitError::Duplicate {
-                hash: hash.to_hex(),
-            });
+        {
+            let inner = self.lock();
+            if inner.txs.contains_key(&hash) {
+                return Err(SubmitError::Duplicate {
+                    hash: hash.to_hex(),
+                });
+            }
+            // Before the signature check too: under overload, what cannot
+            // be pooled should cost a lookup, not a verification.
+            if inner.txs.len() >= self.cfg.max_txs
+                || inner.bytes + len as usize > self.cfg.max_bytes
+            {
+                return Err(SubmitError::MempoolFull {
+                    txs: inner.txs.len(),
+                    bytes: inner.bytes,
+                });
+            }
         }
         // Before the signature check: late gossip of committed
         // transactions is common and should cost a lookup, not a check.
