@@ -369,10 +369,13 @@ impl Replica {
             let tx_hashes = batch.tx_hashes();
             self.accept_pre_prepare(pp.clone(), batch, tx_hashes);
         }
+        // Only slots we have not committed: a re-proposed batch we already
+        // executed must not pin its transactions in flight, or one that
+        // failed for its nonce could never be proposed again.
         let in_flight: Vec<Digest> = self
             .log
-            .values()
-            .flat_map(|s| s.tx_hashes.iter().copied())
+            .range(self.committed.next()..)
+            .flat_map(|(_, s)| s.tx_hashes.iter().copied())
             .collect();
         self.reset_in_flight(in_flight);
         self.next_seq = max_s
