@@ -393,6 +393,36 @@ fn a_primary_proposing_full_batches_is_busy_not_censoring() {
 }
 
 #[test]
+fn a_transaction_committed_before_a_view_change_may_be_proposed_again() {
+    let mut net = Net::new(4);
+    net.submit(2);
+    net.run_until(100);
+    assert!(net.heights().iter().all(|h| *h >= 1));
+    let first = net.blocks[1][0].txs[0].clone();
+    // The primary falls silent; the NEW-VIEW of view 1 re-proposes seq 1,
+    // which replica 1 (the new primary) has already executed.
+    for j in 1..4 {
+        net.cut.insert((0, j));
+    }
+    net.submit(2);
+    net.run_until(net.now + 4000);
+    assert_eq!(net.replica(1).view(), View(1));
+    // Its ledger says `first` may execute later (as a node does for a
+    // transfer that failed for its nonce) and hands it over again: the
+    // re-proposed slot must not keep it "in flight" forever.
+    net.input(1, Input::MayRetry(vec![tx_hash(&first)]));
+    net.sent.clear();
+    net.input(1, Input::Transactions(vec![first.clone()]));
+    net.run_until(net.now + 100);
+    let proposed = net.sent.iter().any(|(i, m)| {
+        *i == 1
+            && matches!(m, Message::PrePrepare { batch, .. }
+                if batch.txs.iter().any(|t| tx_hash(t) == tx_hash(&first)))
+    });
+    assert!(proposed, "replica 1 never proposed the retried transaction");
+}
+
+#[test]
 fn new_view_with_wrong_pre_prepares_is_rejected() {
     let mut net = Net::new(4);
     // Replicas 1..3 move to view 1 (primary 1); hold the NEW-VIEW.
