@@ -190,6 +190,9 @@ pub fn judge(inp: Inputs<'_>) -> Verdict {
     // used up, and may execute later).
     let mut executions: BTreeMap<String, u32> = BTreeMap::new();
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
+    // Every account that may hold funds: the funded ones, and whoever a
+    // committed transfer paid (a wallet user's new account, say).
+    let mut holders: BTreeSet<String> = inp.accounts.iter().cloned().collect();
     let mut max_view = 0u64;
     let reference = &inp.honest[heights.iter().position(|h| *h == top).unwrap_or(0)].1;
     for h in 1..=top {
@@ -218,6 +221,11 @@ pub fn judge(inp: Inputs<'_>) -> Verdict {
         if cert_error.is_none() {
             if let Err(e) = check_certificate(&block["certificate"], inp.genesis) {
                 cert_error = Some(format!("height {h}: {e}"));
+            }
+        }
+        for tx in block["transactions"].as_array().into_iter().flatten() {
+            if let Some(to) = tx["payload"]["to"].as_str() {
+                holders.insert(to.to_string());
             }
         }
         let results = block["results"].as_array().cloned().unwrap_or_default();
@@ -292,7 +300,7 @@ pub fn judge(inp: Inputs<'_>) -> Verdict {
     let supply = inp.genesis.total_supply();
     let mut total: u128 = 0;
     let mut read_ok = true;
-    for a in &inp.accounts {
+    for a in &holders {
         match reference.get(&format!("/v1/accounts/{a}")) {
             Ok(v) => total += v["balance"].as_u64().unwrap_or(0) as u128,
             Err(_) => read_ok = false,
