@@ -11,52 +11,71 @@ use crate::{
 };
 use phalanx_crypto::Signed;
 
+/// How many ranges of [`CATCH_UP_BLOCKS_MAX`] blocks a replica that is
+/// behind keeps asked for at once, never past the blocks it buffers
+/// (`4 × window` past its committed height).
+pub const CATCH_UP_RANGES_IN_FLIGHT: usize = 4;
+
 impl Replica {
-    /// Aims catch-up at `target` and asks a peer now if not asked recently.
+    /// Aims catch-up at `target` and asks peers for what is not already
+    /// asked for.
     pub(crate) fn start_catch_up(&mut self, target: SeqNum) {
         if target <= self.committed {
             return;
         }
         if self.catch_up_target.is_none_or(|t| t < target) {
             self.catch_up_target = Some(target);
-            self.catch_up_asked_ms = None;
         }
         self.request_catch_up();
     }
 
-    /// Asks the next peer in turn for the blocks after our committed height.
+    /// Keeps up to [`CATCH_UP_RANGES_IN_FLIGHT`] ranges of blocks after our
+    /// committed height asked for, each from the next peer in turn, so a
+    /// replica far behind is not bound by one round trip per range. When
+    /// nothing was delivered for a retransmit period, every range still
+    /// missing is asked again (from other peers: a silent or lying peer
+    /// only delays its ranges).
     pub(crate) fn request_catch_up(&mut self) {
         let Some(target) = self.catch_up_target else {
             return;
         };
         if target <= self.committed {
             self.catch_up_target = None;
+            self.catch_up_requested = self.committed;
             return;
         }
-        let now = self.now_ms;
-        if self
-            .catch_up_asked_ms
-            .is_some_and(|t| now.saturating_sub(t) < self.cfg.retransmit_ms)
-        {
-            return;
-        }
-        self.catch_up_asked_ms = Some(now);
         let n = self.cfg.validators.len() as u16;
         if n < 2 {
             return;
         }
-        self.catch_up_peer = (self.catch_up_peer + 1) % n;
-        if self.catch_up_peer == self.me.0 {
-            self.catch_up_peer = (self.catch_up_peer + 1) % n;
+        let now = self.now_ms;
+        let stalled = self
+            .catch_up_asked_ms
+            .is_none_or(|t| now.saturating_sub(t) >= self.cfg.retransmit_ms);
+        if stalled || self.catch_up_requested < self.committed {
+            self.catch_up_requested = self.committed;
         }
-        let from = self.committed.next();
-        let to = SeqNum(target.0.min(self.committed.0 + CATCH_UP_BLOCKS_MAX as u64));
-        let request = self.sign(CatchUpRequest { from, to });
-        self.emit(Event::CatchingUp { from, to });
-        self.send(
-            ValidatorIndex(self.catch_up_peer),
-            Message::CatchUpRequest(request),
-        );
+        // Up to RANGES ranges of at most CATCH_UP_BLOCKS_MAX, within the horizon.
+        let span = (self.catch_up_horizon().0 - self.committed.0)
+            .min((CATCH_UP_RANGES_IN_FLIGHT * CATCH_UP_BLOCKS_MAX) as u64);
+        let range = span.div_ceil(CATCH_UP_RANGES_IN_FLIGHT as u64).max(1);
+        let ceiling = SeqNum(target.0.min(self.committed.0 + span));
+        while self.catch_up_requested < ceiling {
+            self.catch_up_peer = (self.catch_up_peer + 1) % n;
+            if self.catch_up_peer == self.me.0 {
+                self.catch_up_peer = (self.catch_up_peer + 1) % n;
+            }
+            let from = self.catch_up_requested.next();
+            let to = SeqNum(ceiling.0.min(from.0 + range - 1));
+            let request = self.sign(CatchUpRequest { from, to });
+            self.emit(Event::CatchingUp { from, to });
+            self.send(
+                ValidatorIndex(self.catch_up_peer),
+                Message::CatchUpRequest(request),
+            );
+            self.catch_up_requested = to;
+            self.catch_up_asked_ms = Some(now);
+        }
     }
 
     /// A peer wants blocks: the driver serves them from storage.
@@ -92,10 +111,10 @@ impl Replica {
         _from: ValidatorIndex,
         blocks: Vec<CommittedBatch>,
     ) -> Result<(), Rejected> {
-        let horizon = self.committed.0 + 4 * self.cfg.window;
+        let horizon = self.catch_up_horizon();
         for b in blocks {
             let seq = b.certificate.seq;
-            if seq <= self.committed || seq.0 > horizon {
+            if seq <= self.committed || seq > horizon {
                 continue;
             }
             self.highest_seen = self.highest_seen.max(seq);
@@ -104,13 +123,16 @@ impl Replica {
         let before = self.committed;
         self.deliver_ready();
         if self.committed > before {
-            // More may be missing: ask again at once.
-            self.catch_up_asked_ms = None;
-            if self.catch_up_target.is_some_and(|t| t > self.committed) {
-                self.request_catch_up();
-            }
+            // Progress: the ranges in flight are not stalled; top them up.
+            self.catch_up_asked_ms = Some(self.now_ms);
+            self.request_catch_up();
         }
         Ok(())
+    }
+
+    /// The highest block a replica buffers ahead of its committed height.
+    fn catch_up_horizon(&self) -> SeqNum {
+        SeqNum(self.committed.0 + 4 * self.cfg.window)
     }
 
     /// On each retransmit tick: are we behind what peers vote on?

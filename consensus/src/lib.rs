@@ -39,6 +39,7 @@ pub use block::{
     batch_digest, verify_votes, Batch, Block, BlockHeader, CertError, CheckpointCertificate,
     CommitCertificate, TxFailure, TxResult,
 };
+pub use catch_up::CATCH_UP_RANGES_IN_FLIGHT;
 pub use genesis::{ConsensusParams, Genesis, GenesisAccount, GenesisError, GenesisValidator};
 pub use ids::{SeqNum, ValidatorIndex, View};
 pub use message::{

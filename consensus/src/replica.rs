@@ -408,6 +408,8 @@ pub struct Replica {
     pub(crate) catch_up_target: Option<SeqNum>,
     pub(crate) catch_up_asked_ms: Option<u64>,
     pub(crate) catch_up_peer: u16,
+    /// The highest block asked for by the ranges in flight.
+    pub(crate) catch_up_requested: SeqNum,
     /// Committed batches received out of order during catch-up.
     pub(crate) catch_up_buffer: BTreeMap<SeqNum, CommittedBatch>,
 }
@@ -478,6 +480,7 @@ impl Replica {
             catch_up_target: None,
             catch_up_asked_ms: None,
             catch_up_peer: 0,
+            catch_up_requested: SeqNum(0),
             catch_up_buffer: BTreeMap::new(),
         };
         r.replay_wal(wal);

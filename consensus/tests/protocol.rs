@@ -5,6 +5,7 @@ mod harness;
 use harness::*;
 use phalanx_consensus::*;
 use phalanx_crypto::Signed;
+use std::collections::BTreeSet;
 
 /// The index of the first output matching `pred`, or a panic naming `what`.
 fn position(outputs: &[Output], what: &str, pred: impl Fn(&Output) -> bool) -> usize {
@@ -501,6 +502,63 @@ fn lagging_replica_catches_up_from_certificates() {
         .events
         .iter()
         .any(|(i, e)| i.0 == 3 && matches!(e, Event::CatchingUp { .. })));
+}
+
+/// A replica far behind asks several peers for consecutive ranges at once
+/// instead of one range per round trip, and still ends with the same chain.
+#[test]
+fn catch_up_keeps_several_ranges_in_flight_to_different_peers() {
+    let mut net = Net::new(4);
+    for j in 0..4 {
+        net.cut.insert((j, 3));
+        net.cut.insert((3, j));
+    }
+    // Replica 3 hears of none of these requests, so it suspects nobody.
+    while net.blocks[0].len() < 60 {
+        let txs: Vec<Transaction> = (0..4).map(|c| net.transfer(c)).collect();
+        for i in 0..3 {
+            net.input(i, Input::Transactions(txs.clone()));
+        }
+        net.run_until(net.now + 50);
+    }
+    assert_eq!(net.blocks[3].len(), 0);
+    net.cut.clear();
+    net.submit(4);
+    let first_burst = loop {
+        let burst: Vec<(u16, SeqNum, SeqNum)> = net
+            .queue
+            .iter()
+            .filter_map(|(from, to, m)| match m {
+                Message::CatchUpRequest(r) if from.0 == 3 => {
+                    Some((to.0, r.payload.from, r.payload.to))
+                }
+                _ => None,
+            })
+            .collect();
+        if !burst.is_empty() {
+            break burst;
+        }
+        assert!(
+            net.now < 10_000 && (net.deliver_one() || net.fire_next_timer(u64::MAX)),
+            "replica 3 never asked to catch up"
+        );
+    };
+    assert_eq!(
+        first_burst.len(),
+        CATCH_UP_RANGES_IN_FLIGHT,
+        "{first_burst:?}"
+    );
+    let mut next = SeqNum(1);
+    for (_, from, to) in &first_burst {
+        assert_eq!(*from, next, "ranges are consecutive: {first_burst:?}");
+        next = to.next();
+    }
+    let peers: BTreeSet<u16> = first_burst.iter().map(|(to, _, _)| *to).collect();
+    assert_eq!(peers.len(), 3, "every peer is asked: {first_burst:?}");
+    net.run_until(net.now + 3000);
+    let h = net.heights();
+    assert!(h[3] >= h[0] - 1 && h[3] >= 60, "heights {h:?}");
+    net.assert_agreement();
 }
 
 /// Restart each replica after every delivery step: nobody ever signs two

@@ -280,22 +280,30 @@ impl Net {
     /// messages after each.
     pub fn run_until(&mut self, t: u64) {
         self.deliver_all();
-        loop {
-            let next = (0..self.n())
-                .flat_map(|i| {
-                    self.timers[i]
-                        .iter()
-                        .map(move |(timer, at)| (*at, i, *timer))
-                })
-                .filter(|(at, _, _)| *at <= t)
-                .min();
-            let Some((at, i, timer)) = next else { break };
-            self.timers[i].remove(&timer);
-            self.now = self.now.max(at);
-            self.input(i, Input::Timer(timer));
+        while self.fire_next_timer(t) {
             self.deliver_all();
         }
         self.now = self.now.max(t);
+    }
+
+    /// Fires the earliest timer due at or before `t`, delivering nothing;
+    /// false if none is.
+    pub fn fire_next_timer(&mut self, t: u64) -> bool {
+        let next = (0..self.n())
+            .flat_map(|i| {
+                self.timers[i]
+                    .iter()
+                    .map(move |(timer, at)| (*at, i, *timer))
+            })
+            .filter(|(at, _, _)| *at <= t)
+            .min();
+        let Some((at, i, timer)) = next else {
+            return false;
+        };
+        self.timers[i].remove(&timer);
+        self.now = self.now.max(at);
+        self.input(i, Input::Timer(timer));
+        true
     }
 
     pub fn heights(&self) -> Vec<u64> {
