@@ -439,26 +439,26 @@ impl Replica {
                 > self.cfg.batch_bytes_max
     }
 
-    /// Whether the primary of our view looks faulty: it has room to propose
+    /// Why the primary of our view looks faulty, if it does: it has room to propose
     /// but leaves a known transaction out too long, or proposes too slowly.
     /// A primary that sent a full batch within the propose timeout is
     /// working at capacity: under overload transactions wait behind full
     /// batches however honest the primary is, and replacing it would only
     /// stop the chain for a view change (measured: at 8,000 tx/s offered,
     /// 9 view changes in 10 s and the chain stalled).
-    pub(crate) fn primary_overdue(&self) -> bool {
+    pub(crate) fn primary_overdue(&self) -> Option<&'static str> {
         if self.is_primary() || self.mode != Mode::Normal {
-            return false;
+            return None;
         }
         let busy = self
             .last_full_batch_ms
             .is_some_and(|at| self.now_ms.saturating_sub(at) <= self.cfg.propose_timeout_ms);
         if busy {
-            return false;
+            return None;
         }
         let uncommitted = self.log.range(self.committed.next()..).count() as u64;
         if uncommitted >= self.cfg.pipeline_max {
-            return false;
+            return None;
         }
         let limit = self.cfg.propose_timeout_ms;
         let start = self.view_entered_ms;
@@ -467,9 +467,13 @@ impl Replica {
             .first()
             .and_then(|number| self.pending_set.get(&self.pending[number].0))
             .map(|arrived| self.now_ms.saturating_sub(arrived.at_ms.max(start)));
-        let too_old = oldest_unproposed.is_some_and(|age| age > limit);
-        let too_slow = self.propose_delay_samples >= 4 && self.propose_delay_ewma_ms > limit / 2;
-        too_old || too_slow
+        if oldest_unproposed.is_some_and(|age| age > limit) {
+            return Some("requests not proposed in time");
+        }
+        if self.propose_delay_samples >= 4 && self.propose_delay_ewma_ms > limit / 2 {
+            return Some("requests proposed too slowly");
+        }
+        None
     }
 
     /// Resends what others may have missed: our votes on slots waiting for

@@ -96,12 +96,9 @@ impl Replica {
     /// Runs on every retransmit tick: suspects a primary that leaves
     /// requests out or proposes too slowly.
     pub(crate) fn check_primary(&mut self) {
-        if self.primary_overdue() {
+        if let Some(reason) = self.primary_overdue() {
             let view = self.view;
-            self.emit(Event::PrimarySuspected {
-                view,
-                reason: "requests not proposed in time",
-            });
+            self.emit(Event::PrimarySuspected { view, reason });
             self.start_view_change(view.next());
         }
     }

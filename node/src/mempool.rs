@@ -32,6 +32,7 @@
 //! pool, held, and is handed to consensus again once the gap fills.
 
 use crate::config::MempoolConfig;
+use phalanx_consensus::ledger::Account;
 use phalanx_consensus::{tx_hash, tx_len, Transaction, Transfer, TxResult, TX_BYTES_MAX};
 use phalanx_crypto::{Address, AnyKey, Digest, Signed};
 use phalanx_storage::Store;
@@ -142,6 +143,9 @@ struct Inner {
     /// Ready transactions not yet taken by consensus, in the order they
     /// became ready.
     ready: Vec<Transaction>,
+    /// Committed blocks whose transactions were removed, so admission can
+    /// tell that an account it read may be older than the pool.
+    blocks_removed: u64,
 }
 
 impl Inner {
@@ -330,7 +334,45 @@ impl Mempool {
         // Again: it may have committed while its signature was checked.
         self.check_not_committed(&hash)?;
         let sender = tx.signer.address();
-        let account = self.store.account(&sender).map_err(storage)?;
+        // The account and the pool must agree: an account read before a
+        // block is applied, used after the pool forgot that block's
+        // transactions, would hold this one behind a nonce already spent
+        // (for good: no commit of this sender would come to release it).
+        loop {
+            let seen = self.lock().blocks_removed;
+            let account = self.store.account(&sender).map_err(storage)?;
+            if let Some(verdict) = self.admit_as_of(tx, hash, &account, seen) {
+                return verdict;
+            }
+        }
+    }
+
+    /// Admits `tx` given its sender's `account` as read when the pool had
+    /// removed `seen` blocks; `None` if the pool has removed more since
+    /// (the account may be older than the pool: read it again).
+    fn admit_as_of(
+        &self,
+        tx: &Transaction,
+        hash: Digest,
+        account: &Account,
+        seen: u64,
+    ) -> Option<Result<Digest, SubmitError>> {
+        let mut inner = self.lock();
+        if inner.blocks_removed != seen {
+            return None;
+        }
+        Some(self.insert(&mut inner, tx, hash, account))
+    }
+
+    /// The nonce and capacity checks, then insertion, under the lock.
+    fn insert(
+        &self,
+        inner: &mut Inner,
+        tx: &Transaction,
+        hash: Digest,
+        account: &Account,
+    ) -> Result<Digest, SubmitError> {
+        let sender = tx.signer.address();
         let nonce = tx.payload.nonce;
         if nonce < account.nonce {
             return Err(SubmitError::StaleNonce {
@@ -345,7 +387,6 @@ impl Mempool {
             });
         }
         let bytes = tx_len(tx) as usize;
-        let mut inner = self.lock();
         if inner.txs.contains_key(&hash) {
             return Err(SubmitError::Duplicate {
                 hash: hash.to_hex(),
@@ -432,7 +473,7 @@ impl Mempool {
             .filter_map(|a| Some((a, self.store.account(&a).ok()?.nonce)))
             .collect();
         let mut inner = self.lock();
-        let mut retry_senders = BTreeSet::new();
+        inner.blocks_removed += 1;
         for (tx, result) in txs.iter().zip(results) {
             let hash = tx_hash(tx);
             if result.may_execute_later() {
@@ -442,7 +483,6 @@ impl Mempool {
                         if q.held.insert(tx.payload.nonce, tx.clone()).is_none() {
                             *held += 1;
                         }
-                        retry_senders.insert(tx.signer.address());
                     }
                 }
             } else if let Some(e) = inner.remove(&hash) {
@@ -461,13 +501,18 @@ impl Mempool {
             };
             // Held transactions below the account's nonce can never execute.
             let stale: Vec<u64> = q.held.range(..nonce).map(|(n, _)| *n).collect();
-            q.next_ready = if retry_senders.contains(&sender) {
-                // A retried transaction waits for the nonce its sender is
-                // at now, whatever had been handed on before it.
-                nonce
-            } else {
-                q.next_ready.max(nonce)
-            };
+            if nonce < q.next_ready {
+                // A retried transaction at the account's nonce executes
+                // next: hand it on again. Never move `next_ready` back: the
+                // nonces between were handed on and are still on their way,
+                // and holding new ones behind them would leave them out of
+                // this node's proposals while its peers have them ready.
+                if let Some(tx) = q.held.remove(&nonce) {
+                    ready.push(tx);
+                    *held -= 1;
+                }
+            }
+            q.next_ready = q.next_ready.max(nonce);
             *held -= q.release(ready);
             for n in stale {
                 if let Some(h) = inner.by_sender_nonce.get(&(sender, n)).copied() {
@@ -770,6 +815,48 @@ mod tests {
         let c = commit(&pool, 4, vec![t2]);
         assert_eq!(c.waited.len(), 1);
         assert_eq!(pool.size(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_retry_does_not_hold_back_the_senders_next_transactions() {
+        let (pool, alice) = setup(100);
+        let (t0, t1, t2, t3) = (
+            tx(&alice, "c", 0, 1),
+            tx(&alice, "c", 1, 1),
+            tx(&alice, "c", 2, 1),
+            tx(&alice, "c", 3, 1),
+        );
+        pool.submit(vec![t0.clone(), t1.clone(), t2.clone()]).await;
+        assert_eq!(pool.take_ready().len(), 3);
+        // 2 fails ahead of 0 and 1, which are still on their way.
+        commit(&pool, 1, vec![t2.clone()]);
+        // 3 follows 2, which was handed on once: it is ready at once, as on
+        // every peer that saw no failure. (Held, this node's proposals
+        // would leave it out while its peers wait for it, and suspect.)
+        pool.submit(vec![t3.clone()]).await;
+        assert_eq!(hashes(&pool.take_ready()), hashes(&[t3]));
+        commit(&pool, 2, vec![t0, t1]);
+        assert_eq!(hashes(&pool.take_ready()), hashes(&[t2]));
+        assert_eq!(pool.held(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_account_read_before_a_block_is_read_again() {
+        let (pool, alice) = setup(100);
+        let (t0, t1) = (tx(&alice, "c", 0, 1), tx(&alice, "c", 1, 1));
+        pool.submit(vec![t0.clone()]).await;
+        assert_eq!(pool.take_ready().len(), 1);
+        // Admitting 1 reads alice's account (nonce 0)...
+        let seen = pool.lock().blocks_removed;
+        let stale = pool.store.account(&alice.address()).unwrap();
+        // ...then 0 commits and the pool forgets alice before 1 is inserted.
+        commit(&pool, 1, vec![t0]);
+        assert!(
+            pool.admit_as_of(&t1, tx_hash(&t1), &stale, seen).is_none(),
+            "held behind nonce 0, which is spent, 1 would never be proposed"
+        );
+        pool.submit(vec![t1.clone()]).await;
+        assert_eq!(hashes(&pool.take_ready()), hashes(&[t1]));
     }
 
     #[tokio::test]
