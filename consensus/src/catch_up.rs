@@ -16,6 +16,10 @@ use phalanx_crypto::Signed;
 /// (`4 × window` past its committed height).
 pub const CATCH_UP_RANGES_IN_FLIGHT: usize = 4;
 
+/// Missing ranges are asked again after `retransmit_ms`, doubled after each
+/// time nothing came, up to `retransmit_ms << CATCH_UP_BACKOFF_MAX`.
+const CATCH_UP_BACKOFF_MAX: u32 = 3;
+
 impl Replica {
     /// Aims catch-up at `target` and asks peers for what is not already
     /// asked for.
@@ -32,9 +36,9 @@ impl Replica {
     /// Keeps up to [`CATCH_UP_RANGES_IN_FLIGHT`] ranges of blocks after our
     /// committed height asked for, each from the next peer in turn, so a
     /// replica far behind is not bound by one round trip per range. When
-    /// nothing was delivered for a retransmit period, every range still
-    /// missing is asked again (from other peers: a silent or lying peer
-    /// only delays its ranges).
+    /// nothing was delivered for a retransmit period (doubling while nothing
+    /// comes), every range still missing is asked again, from other peers:
+    /// a silent or lying peer only delays its ranges.
     pub(crate) fn request_catch_up(&mut self) {
         let Some(target) = self.catch_up_target else {
             return;
@@ -49,9 +53,15 @@ impl Replica {
             return;
         }
         let now = self.now_ms;
+        // Answers are heavy (up to 64 blocks, each verified): asking again
+        // every retransmit period while they queue would only queue more.
+        let wait = self.cfg.retransmit_ms << self.catch_up_backoff;
         let stalled = self
             .catch_up_asked_ms
-            .is_none_or(|t| now.saturating_sub(t) >= self.cfg.retransmit_ms);
+            .is_none_or(|t| now.saturating_sub(t) >= wait);
+        if stalled && self.catch_up_requested > self.committed {
+            self.catch_up_backoff = (self.catch_up_backoff + 1).min(CATCH_UP_BACKOFF_MAX);
+        }
         if stalled || self.catch_up_requested < self.committed {
             self.catch_up_requested = self.committed;
         }
@@ -125,6 +135,7 @@ impl Replica {
         if self.committed > before {
             // Progress: the ranges in flight are not stalled; top them up.
             self.catch_up_asked_ms = Some(self.now_ms);
+            self.catch_up_backoff = 0;
             self.request_catch_up();
         }
         Ok(())

@@ -410,6 +410,8 @@ pub struct Replica {
     pub(crate) catch_up_peer: u16,
     /// The highest block asked for by the ranges in flight.
     pub(crate) catch_up_requested: SeqNum,
+    /// Doublings of the wait before missing ranges are asked again.
+    pub(crate) catch_up_backoff: u32,
     /// Committed batches received out of order during catch-up.
     pub(crate) catch_up_buffer: BTreeMap<SeqNum, CommittedBatch>,
 }
@@ -481,6 +483,7 @@ impl Replica {
             catch_up_asked_ms: None,
             catch_up_peer: 0,
             catch_up_requested: SeqNum(0),
+            catch_up_backoff: 0,
             catch_up_buffer: BTreeMap::new(),
         };
         r.replay_wal(wal);
@@ -736,6 +739,12 @@ impl Replica {
 
     pub fn is_catching_up(&self) -> bool {
         self.catch_up_target.is_some_and(|t| t > self.committed)
+    }
+
+    /// How many blocks this replica knows it lacks (0 unless catching up).
+    pub fn blocks_behind(&self) -> u64 {
+        self.catch_up_target
+            .map_or(0, |t| t.0.saturating_sub(self.committed.0))
     }
 
     /// When the replica will give up on the current view, if it is waiting.

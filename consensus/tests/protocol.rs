@@ -561,6 +561,30 @@ fn catch_up_keeps_several_ranges_in_flight_to_different_peers() {
     net.assert_agreement();
 }
 
+/// Catch-up trusts a commit certificate for the signatures inside its
+/// batch, but not one byte more: a block whose transaction was altered
+/// (here, its signature) no longer matches the certified digest.
+#[test]
+fn a_catch_up_block_altered_after_its_certificate_is_rejected() {
+    let mut net = Net::new(4);
+    net.submit(4);
+    net.run_until(100);
+    let good = net.certs[0][0].clone();
+    let ctx = VerifyContext {
+        chain_id: CHAIN,
+        validators: &net.cfg.validators,
+        known_good_txs: None,
+    };
+    let answer = |b: CommittedBatch| Message::CatchUpResponse(vec![b]);
+    assert!(verify_message(ValidatorIndex(1), answer(good.clone()), &ctx).is_ok());
+    let mut forged = good;
+    forged.batch.txs[0].signature.0[0] ^= 1;
+    assert!(matches!(
+        verify_message(ValidatorIndex(1), answer(forged), &ctx),
+        Err(Rejected::DigestMismatch { .. })
+    ));
+}
+
 /// Restart each replica after every delivery step: nobody ever signs two
 /// digests for one (view, seq, phase), and the chain keeps growing.
 #[test]

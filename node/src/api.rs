@@ -22,6 +22,11 @@ use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
 
+/// A node more blocks behind than this refuses submissions (503
+/// `catching_up`) until it has caught up. A few blocks behind is normal
+/// for a moment; a window's worth means it is fetching history.
+pub const SUBMIT_BEHIND_MAX: u64 = 64;
+
 type AppState = Arc<Shared>;
 
 /// An API error with its HTTP status and a stable code.
@@ -142,6 +147,16 @@ async fn submit(
                 "this node reaches {connected} of {} validators (itself included), a quorum is {quorum}: try another node",
                 s.validators.len()
             ),
+        ));
+    }
+    // Far behind, this node checks nonces against old accounts and cannot
+    // tell the client when its transaction commits: send it elsewhere.
+    let behind = s.status().blocks_behind;
+    if behind > SUBMIT_BEHIND_MAX {
+        return Err(ApiError::new(
+            503,
+            "catching_up",
+            format!("this node is {behind} blocks behind and catching up from its peers: try another node"),
         ));
     }
     let body = body.map_err(|e| {

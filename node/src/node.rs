@@ -72,6 +72,8 @@ pub struct Status {
     pub primary: u16,
     pub view_changing: bool,
     pub catching_up: bool,
+    /// Blocks this node knows it lacks while catching up.
+    pub blocks_behind: u64,
     pub peers_connected: usize,
     pub mempool_txs: usize,
     pub mempool_bytes: usize,
@@ -841,29 +843,29 @@ impl Driver {
         Ok(())
     }
 
+    /// Answers a catch-up request with every block asked for (the replica
+    /// bounded the range), in as many messages as the size limit needs: a
+    /// truncated answer would leave the asker waiting a retransmit period
+    /// for the rest.
     fn serve_catch_up(
         &mut self,
         to: ValidatorIndex,
         from: SeqNum,
         to_seq: SeqNum,
     ) -> Result<(), NodeError> {
-        let budget = self.shared.config.p2p.max_message_bytes / 2;
-        let mut used = 0usize;
-        let mut batches = Vec::new();
-        for (block, certificate) in self.shared.store.blocks_range(from, to_seq)? {
-            let cb = CommittedBatch {
+        let blocks = self.shared.store.blocks_range(from, to_seq)?;
+        let batches = blocks
+            .into_iter()
+            .map(|(block, certificate)| CommittedBatch {
                 batch: block.batch(),
                 certificate,
-            };
-            used += codec::encoded_len(&cb) as usize;
-            if used > budget && !batches.is_empty() {
-                break;
-            }
-            batches.push(cb);
+            });
+        let budget = self.shared.config.p2p.max_message_bytes / 2;
+        for part in split_by_size(batches, budget) {
+            let message = Message::CatchUpResponse(part);
+            self.outbox
+                .push(Outgoing::To(to, Arc::new(message.encode())));
         }
-        let message = Message::CatchUpResponse(batches);
-        self.outbox
-            .push(Outgoing::To(to, Arc::new(message.encode())));
         Ok(())
     }
 
@@ -908,11 +910,33 @@ impl Driver {
         s.primary = r.primary().0;
         s.view_changing = r.is_view_changing();
         s.catching_up = r.is_catching_up();
+        s.blocks_behind = r.blocks_behind();
         s.peers_connected = self.shared.network.connected().len();
         s.mempool_txs = txs;
         s.mempool_bytes = bytes;
         s.mempool_held = self.shared.mempool.held();
     }
+}
+
+/// Splits committed batches, in order, into runs of at most `budget`
+/// encoded bytes each (a batch larger than that travels alone).
+fn split_by_size(
+    batches: impl IntoIterator<Item = CommittedBatch>,
+    budget: usize,
+) -> Vec<Vec<CommittedBatch>> {
+    let mut parts = vec![Vec::new()];
+    let mut used = 0usize;
+    for cb in batches {
+        let len = codec::encoded_len(&cb) as usize;
+        let current = parts.last_mut().expect("never empty");
+        if used + len > budget && !current.is_empty() {
+            parts.push(Vec::new());
+            used = 0;
+        }
+        used += len;
+        parts.last_mut().expect("never empty").push(cb);
+    }
+    parts
 }
 
 #[cfg(test)]
@@ -936,5 +960,55 @@ mod tests {
         let order: Vec<ValidatorIndex> = (0..4).map(|_| q.pop().unwrap().0).collect();
         assert_eq!(order, vec![honest, flooder, honest, flooder]);
         assert_eq!(q.pop().unwrap().0, flooder);
+    }
+
+    fn committed(seq: u64, txs: usize) -> CommittedBatch {
+        let key = phalanx_crypto::Keypair::insecure_from_label("client");
+        let txs = (0..txs as u64)
+            .map(|nonce| {
+                phalanx_crypto::Signed::sign(
+                    phalanx_consensus::Transfer {
+                        chain_id: "c".into(),
+                        to: phalanx_crypto::Address([1; 20]),
+                        amount: 1,
+                        nonce,
+                    },
+                    &key,
+                    "c",
+                )
+            })
+            .collect();
+        let batch = phalanx_consensus::Batch {
+            txs,
+            timestamp_ms: seq,
+        };
+        CommittedBatch {
+            certificate: phalanx_consensus::CommitCertificate {
+                view: phalanx_consensus::View(0),
+                seq: SeqNum(seq),
+                batch_digest: batch.digest(),
+                votes: Vec::new(),
+            },
+            batch,
+        }
+    }
+
+    #[test]
+    fn a_catch_up_answer_is_split_by_size_never_cut_short() {
+        let blocks: Vec<CommittedBatch> = (1..=10).map(|s| committed(s, 20)).collect();
+        let one = codec::encoded_len(&blocks[0]) as usize;
+        let parts = split_by_size(blocks.clone(), 3 * one + one / 2);
+        let sizes: Vec<usize> = parts.iter().map(Vec::len).collect();
+        assert_eq!(
+            sizes,
+            vec![3, 3, 3, 1],
+            "every block, in order, 3 a message"
+        );
+        let seqs: Vec<u64> = parts.concat().iter().map(|b| b.certificate.seq.0).collect();
+        assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+        // A block larger than the budget still goes, alone.
+        let parts = split_by_size(blocks, one / 2);
+        assert_eq!(parts.len(), 10);
+        assert!(parts.iter().all(|p| p.len() == 1));
     }
 }
