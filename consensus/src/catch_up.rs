@@ -124,6 +124,8 @@ impl Replica {
         let horizon = self.catch_up_horizon();
         for b in blocks {
             let seq = b.certificate.seq;
+            // Verified: its certificate proves the chain is this high.
+            self.proven_height = self.proven_height.max(seq);
             if seq <= self.committed || seq > horizon {
                 continue;
             }

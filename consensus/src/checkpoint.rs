@@ -98,6 +98,7 @@ impl Replica {
             }
             None => {
                 self.highest_seen = self.highest_seen.max(seq);
+                self.proven_height = self.proven_height.max(seq);
                 self.start_catch_up(seq);
             }
         }

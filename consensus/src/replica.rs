@@ -412,6 +412,9 @@ pub struct Replica {
     pub(crate) catch_up_requested: SeqNum,
     /// Doublings of the wait before missing ranges are asked again.
     pub(crate) catch_up_backoff: u32,
+    /// The highest height proven committed by 2f + 1 signatures (a
+    /// checkpoint quorum or a commit certificate) that we have seen.
+    pub(crate) proven_height: SeqNum,
     /// Committed batches received out of order during catch-up.
     pub(crate) catch_up_buffer: BTreeMap<SeqNum, CommittedBatch>,
 }
@@ -484,6 +487,7 @@ impl Replica {
             catch_up_peer: 0,
             catch_up_requested: SeqNum(0),
             catch_up_backoff: 0,
+            proven_height: committed,
             catch_up_buffer: BTreeMap::new(),
         };
         r.replay_wal(wal);
@@ -741,10 +745,11 @@ impl Replica {
         self.catch_up_target.is_some_and(|t| t > self.committed)
     }
 
-    /// How many blocks this replica knows it lacks (0 unless catching up).
+    /// How many blocks this replica lacks by proof: a checkpoint quorum or
+    /// a certified block above its height. (A single peer's vote can claim
+    /// any height; it starts catch-up but proves nothing.)
     pub fn blocks_behind(&self) -> u64 {
-        self.catch_up_target
-            .map_or(0, |t| t.0.saturating_sub(self.committed.0))
+        self.proven_height.0.saturating_sub(self.committed.0)
     }
 
     /// When the replica will give up on the current view, if it is waiting.

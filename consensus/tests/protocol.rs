@@ -559,6 +559,60 @@ fn catch_up_keeps_several_ranges_in_flight_to_different_peers() {
     let h = net.heights();
     assert!(h[3] >= h[0] - 1 && h[3] >= 60, "heights {h:?}");
     net.assert_agreement();
+    assert_eq!(net.replica(3).blocks_behind(), 0);
+}
+
+/// One peer's vote can claim any height: it starts catch-up (cheap to
+/// answer) but does not make a replica count itself behind, which would
+/// turn clients away from it (`503 catching_up`). Certified blocks do.
+#[test]
+fn only_certified_heights_count_as_behind() {
+    let mut net = Net::new(4);
+    let claim = Signed::sign(
+        Prepare {
+            view: View(0),
+            seq: SeqNum(1_000_000),
+            digest: phalanx_crypto::Digest([7; 32]),
+        },
+        &net.keys[1],
+        CHAIN,
+    );
+    net.queue.push_back((
+        ValidatorIndex(1),
+        ValidatorIndex(3),
+        Message::Prepare(claim),
+    ));
+    net.deliver_all();
+    net.run_until(net.now + 1000);
+    assert_eq!(
+        net.replica(3).blocks_behind(),
+        0,
+        "a lone vote proves nothing"
+    );
+
+    for j in 0..4 {
+        net.cut.insert((j, 2));
+        net.cut.insert((2, j));
+    }
+    while net.blocks[0].len() < 20 {
+        let txs: Vec<Transaction> = (0..4).map(|c| net.transfer(c)).collect();
+        for i in [0, 1, 3] {
+            net.input(i, Input::Transactions(txs.clone()));
+        }
+        net.run_until(net.now + 50);
+    }
+    // Blocks 2..=9 with their certificates, block 1 withheld.
+    let blocks: Vec<CommittedBatch> = net.certs[0][1..9].to_vec();
+    net.queue.clear();
+    net.cut.clear();
+    net.queue.push_back((
+        ValidatorIndex(0),
+        ValidatorIndex(2),
+        Message::CatchUpResponse(blocks),
+    ));
+    net.deliver_one();
+    assert_eq!(net.blocks[2].len(), 0, "block 1 is still missing");
+    assert_eq!(net.replica(2).blocks_behind(), 9);
 }
 
 /// Catch-up trusts a commit certificate for the signatures inside its
