@@ -7,6 +7,8 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::network::NetworkStats;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: String,
@@ -29,6 +31,11 @@ pub struct Metrics {
     pub txs_executed: Counter,
     pub txs_failed: Counter,
     pub catching_up: Gauge,
+    network_sent: Counter,
+    network_received: Counter,
+    network_dropped: Counter,
+    network_peers_refused: Counter,
+    network_oversized: Counter,
 }
 
 impl Metrics {
@@ -53,6 +60,11 @@ impl Metrics {
             txs_executed: Counter::default(),
             txs_failed: Counter::default(),
             catching_up: Gauge::default(),
+            network_sent: Counter::default(),
+            network_received: Counter::default(),
+            network_dropped: Counter::default(),
+            network_peers_refused: Counter::default(),
+            network_oversized: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -121,7 +133,50 @@ impl Metrics {
             "1 while catching up from peers",
             m.catching_up.clone(),
         );
+        for (name, help, counter) in [
+            (
+                "network_messages_sent",
+                "Consensus messages acknowledged by their recipient",
+                &m.network_sent,
+            ),
+            (
+                "network_messages_received",
+                "Consensus messages and transaction batches received",
+                &m.network_received,
+            ),
+            (
+                "network_messages_dropped",
+                "Messages dropped: peer not connected, a full queue, too many unacknowledged, no ack in time, gossip with no one to take it",
+                &m.network_dropped,
+            ),
+            (
+                "network_peers_refused",
+                "Connections refused: not a genesis validator",
+                &m.network_peers_refused,
+            ),
+            (
+                "network_messages_oversized",
+                "Messages over the size limit, refused either way",
+                &m.network_oversized,
+            ),
+        ] {
+            registry.register(name, help, counter.clone());
+        }
         Metrics { registry, ..m }
+    }
+
+    /// Brings the network counters up to `stats` (a snapshot of counters
+    /// that only grow; one caller, the consensus loop).
+    pub fn set_network(&self, stats: &NetworkStats) {
+        for (counter, now) in [
+            (&self.network_sent, stats.sent),
+            (&self.network_received, stats.received),
+            (&self.network_dropped, stats.dropped),
+            (&self.network_peers_refused, stats.refused_peers),
+            (&self.network_oversized, stats.oversized),
+        ] {
+            counter.inc_by(now.saturating_sub(counter.get()));
+        }
     }
 
     pub fn reject_message(&self, reason: &str) {
@@ -152,5 +207,33 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Metrics::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_counters_follow_the_snapshots() {
+        let m = Metrics::new();
+        let mut stats = NetworkStats {
+            sent: 3,
+            dropped: 2,
+            ..NetworkStats::default()
+        };
+        m.set_network(&stats);
+        stats.dropped = 7;
+        m.set_network(&stats);
+        m.set_network(&stats);
+        let text = m.render();
+        assert!(
+            text.contains("phalanx_network_messages_dropped_total 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("phalanx_network_messages_sent_total 3"),
+            "{text}"
+        );
     }
 }

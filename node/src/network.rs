@@ -788,6 +788,16 @@ impl EventLoop {
     }
 
     fn on_gossip(&mut self, event: gossipsub::Event) {
+        if let gossipsub::Event::SlowPeer {
+            peer_id,
+            failed_messages,
+        } = &event
+        {
+            // gossipsub dropped transaction batches to this peer (its
+            // queue was full or a send timed out).
+            warn!(%peer_id, ?failed_messages, "transaction gossip to a slow peer dropped");
+            return;
+        }
         let gossipsub::Event::Message {
             propagation_source,
             message,

@@ -901,6 +901,7 @@ impl Driver {
         m.mempool_txs.set(txs as i64);
         m.mempool_bytes.set(bytes as i64);
         m.catching_up.set(r.is_catching_up() as i64);
+        m.set_network(&self.shared.network.stats());
         let mut s = self
             .shared
             .status
