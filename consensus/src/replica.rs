@@ -392,10 +392,10 @@ pub struct Replica {
     /// and how many samples it holds (Aardvark-style slow-primary check).
     pub(crate) propose_delay_ewma_ms: u64,
     pub(crate) propose_delay_samples: u32,
-    /// When the primary of this view last sent us a full batch: a primary
-    /// that proposes full batches is working at capacity, and transactions
+    /// When the primary of this view last sent us a large batch: a primary
+    /// that proposes large batches is working at capacity, and transactions
     /// waiting behind them are load, not censorship.
-    pub(crate) last_full_batch_ms: Option<u64>,
+    pub(crate) last_large_batch_ms: Option<u64>,
     /// When we last handed out a Commit, and the highest seq peers vote on.
     pub(crate) last_delivery_ms: u64,
     pub(crate) highest_seen: SeqNum,
@@ -477,7 +477,7 @@ impl Replica {
             view_entered_ms: 0,
             propose_delay_ewma_ms: 0,
             propose_delay_samples: 0,
-            last_full_batch_ms: None,
+            last_large_batch_ms: None,
             last_delivery_ms: 0,
             highest_seen: committed,
             seen_votes: BTreeMap::new(),

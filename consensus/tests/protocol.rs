@@ -393,6 +393,63 @@ fn a_primary_proposing_full_batches_is_busy_not_censoring() {
     assert!(suspected(&net, 1), "events: {:?}", net.events);
 }
 
+/// With two partial batches in flight, the primary holds the next partial
+/// batch for a commit (batches grow under load instead of multiplying),
+/// but never past a quarter of the propose timeout; a full one goes at once.
+#[test]
+fn a_primary_holds_a_third_partial_batch_until_the_hold_limit() {
+    let mut net = Net::new(4);
+    // Nothing the primary sends arrives: nothing commits.
+    for j in 1..4 {
+        net.cut.insert((0, j));
+    }
+    let proposals = |net: &Net| {
+        net.sent
+            .iter()
+            .filter(|(i, m)| *i == 0 && matches!(m, Message::PrePrepare { .. }))
+            .count()
+    };
+    for round in 0..2 {
+        let tx = net.transfer(round);
+        net.input(0, Input::Transactions(vec![tx]));
+        net.input(0, Input::Timer(Timer::Batch));
+    }
+    assert_eq!(proposals(&net), 2);
+    let tx = net.transfer(2);
+    net.input(0, Input::Transactions(vec![tx]));
+    net.run_until(net.now + 100);
+    assert_eq!(proposals(&net), 2, "held while two are in flight");
+    // The hold limit is 500 / 4 = 125 ms from the transaction's arrival.
+    net.run_until(net.now + 50);
+    assert_eq!(proposals(&net), 3, "proposed at the hold limit");
+    // A full batch (4) is not held.
+    let full: Vec<Transaction> = (0..4).map(|i| net.transfer(i)).collect();
+    net.input(0, Input::Transactions(full));
+    assert_eq!(proposals(&net), 4, "a full batch goes at once");
+}
+
+/// A primary proposing half-full batches is busy too (under load its
+/// batches grow toward full without reaching it); one proposing single
+/// transactions while leaving one out is not.
+#[test]
+fn half_full_batches_count_as_busy_single_transactions_do_not() {
+    for (per_round, busy) in [(2, true), (1, false)] {
+        let mut net = Net::new(4);
+        let unseen = net.transfer(3);
+        net.input(1, Input::Transactions(vec![unseen]));
+        for _ in 0..20 {
+            net.submit(per_round);
+            net.run_until(net.now + 100);
+        }
+        assert_eq!(
+            suspected(&net, 1),
+            !busy,
+            "{per_round} per batch; events: {:?}",
+            net.events
+        );
+    }
+}
+
 #[test]
 fn a_transaction_committed_before_a_view_change_may_be_proposed_again() {
     let mut net = Net::new(4);

@@ -40,6 +40,9 @@ const LOOP_CHANNEL_CAPACITY: usize = 4096;
 const BLOCK_EVENTS_CAPACITY: usize = 1024;
 /// The most transactions decoded from one gossip message.
 const GOSSIP_TXS_MAX: u64 = 16 << 20;
+/// Admitted requests are gossiped together up to this many transactions
+/// (at most `TX_BYTES_MAX` each: far below the message limit).
+const GOSSIP_COALESCE_TXS: usize = 1024;
 /// The most waiting inputs handled before one sync and send.
 const GROUP_INPUTS_MAX: usize = 64;
 /// Bursts queued for the syncer; past this, the loop waits for it.
@@ -640,7 +643,17 @@ impl Driver {
                 _ = &mut shutdown => return Ok(()),
                 Some(v) = verified.recv() => self.on_verified(v)?,
                 Some(a) = admitted.recv() => {
-                    self.shared.network.gossip_transactions(codec::encode(&a.gossip));
+                    // Whatever other requests admitted meanwhile rides in
+                    // the same message: one gossip per burst, not one per
+                    // request (each costs every peer a message to decode).
+                    let mut txs = a.gossip;
+                    while txs.len() < GOSSIP_COALESCE_TXS {
+                        match admitted.try_recv() {
+                            Ok(more) => txs.extend(more.gossip),
+                            Err(_) => break,
+                        }
+                    }
+                    self.shared.network.gossip_transactions(codec::encode(&txs));
                 }
                 _ = self.shared.mempool.ready_changed() => {
                     let ready = self.shared.mempool.take_ready();

@@ -54,6 +54,12 @@ impl RocksKv {
                 let mut table = BlockBasedOptions::default();
                 table.set_bloom_filter(10.0, false);
                 cf_options.set_block_based_table_factory(&table);
+                // A bloom filter on the memtable too: most lookups here miss
+                // (is this transaction already committed? — asked of every
+                // transaction admitted) and a miss searched the memtable's
+                // skip list (measured ~9 % of a node's CPU at 6,000 tx/s).
+                cf_options.set_memtable_prefix_bloom_ratio(0.1);
+                cf_options.set_memtable_whole_key_filtering(true);
             }
             ColumnFamilyDescriptor::new(cf.name(), cf_options)
         });
