@@ -393,6 +393,27 @@ fn a_primary_proposing_full_batches_is_busy_not_censoring() {
     assert!(suspected(&net, 1), "events: {:?}", net.events);
 }
 
+/// A primary puts each sender's transactions in nonce order within a batch,
+/// in the places that sender's transactions hold; others stay in place.
+#[test]
+fn a_primary_proposes_each_senders_transactions_in_nonce_order() {
+    let mut net = Net::new(4);
+    let a: Vec<Transaction> = (0..3).map(|_| net.transfer(0)).collect();
+    let b = net.transfer(1);
+    let arrival = vec![a[2].clone(), b.clone(), a[0].clone(), a[1].clone()];
+    net.input(0, Input::Transactions(arrival));
+    net.input(0, Input::Timer(Timer::Batch));
+    let proposed = net
+        .sent
+        .iter()
+        .find_map(|(i, m)| match m {
+            Message::PrePrepare { batch, .. } if *i == 0 => Some(batch.txs.clone()),
+            _ => None,
+        })
+        .expect("a proposal");
+    assert_eq!(proposed, vec![a[0].clone(), b, a[1].clone(), a[2].clone()]);
+}
+
 /// With two partial batches in flight, the primary holds the next partial
 /// batch for a commit (batches grow under load instead of multiplying),
 /// but never past a quarter of the propose timeout; a full one goes at once.

@@ -494,6 +494,7 @@ impl Mempool {
                 senders,
                 held,
                 ready,
+                by_sender_nonce,
                 ..
             } = &mut *inner;
             let Some(q) = senders.get_mut(&sender) else {
@@ -501,15 +502,24 @@ impl Mempool {
             };
             // Held transactions below the account's nonce can never execute.
             let stale: Vec<u64> = q.held.range(..nonce).map(|(n, _)| *n).collect();
-            if nonce < q.next_ready {
+            if nonce < q.next_ready && q.held.contains_key(&nonce) {
                 // A retried transaction at the account's nonce executes
-                // next: hand it on again. Never move `next_ready` back: the
-                // nonces between were handed on and are still on their way,
-                // and holding new ones behind them would leave them out of
-                // this node's proposals while its peers have them ready.
-                if let Some(tx) = q.held.remove(&nonce) {
-                    ready.push(tx);
-                    *held -= 1;
+                // next: hand it on again, with every retried one after it
+                // whose earlier nonces are all on their way (in the pool,
+                // handed on) — one at a time, a sender whose transfers
+                // failed in a run recovered one nonce per block. Never move
+                // `next_ready` back: the nonces between were handed on, and
+                // holding new ones behind them would leave them out of this
+                // node's proposals while its peers have them ready.
+                let mut n = nonce;
+                while n < q.next_ready {
+                    if let Some(tx) = q.held.remove(&n) {
+                        ready.push(tx);
+                        *held -= 1;
+                    } else if !by_sender_nonce.contains_key(&(sender, n)) {
+                        break;
+                    }
+                    n += 1;
                 }
             }
             q.next_ready = q.next_ready.max(nonce);
@@ -814,6 +824,26 @@ mod tests {
         assert_eq!(pool.held(), 0);
         let c = commit(&pool, 4, vec![t2]);
         assert_eq!(c.waited.len(), 1);
+        assert_eq!(pool.size(), (0, 0));
+    }
+
+    #[tokio::test]
+    async fn a_run_of_retries_is_handed_on_together() {
+        let (pool, alice) = setup(100);
+        let t: Vec<Transaction> = (0..4).map(|n| tx(&alice, "c", n, 1)).collect();
+        pool.submit(t.clone()).await;
+        assert_eq!(pool.take_ready().len(), 4);
+        // A censoring primary proposes 1 and 3 without 0: both fail.
+        commit(&pool, 1, vec![t[1].clone(), t[3].clone()]);
+        assert_eq!(pool.held(), 2);
+        // Its successor proposes 0 and 2: 0 executes, 2 fails behind 1.
+        // 1 executes next, and 2 and 3 follow it: all three go on at once,
+        // in nonce order (one at a time, each would wait a block).
+        commit(&pool, 2, vec![t[0].clone(), t[2].clone()]);
+        assert_eq!(hashes(&pool.take_ready()), hashes(&t[1..]));
+        assert_eq!(pool.held(), 0);
+        let c = commit(&pool, 3, t[1..].to_vec());
+        assert_eq!(c.waited.len(), 3);
         assert_eq!(pool.size(), (0, 0));
     }
 
