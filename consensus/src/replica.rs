@@ -207,6 +207,9 @@ pub struct Evidence {
 pub enum Event {
     ViewChangeStarted {
         to: View,
+        /// Why: a suspected primary, no commit or NEW-VIEW in time, or
+        /// f + 1 others already asking for a later view.
+        reason: &'static str,
     },
     NewViewEntered {
         view: View,

@@ -70,6 +70,10 @@ pub(crate) fn reissue(vcs: &[Signed<ViewChange>], window: u64) -> Reissue {
 
 impl Replica {
     pub(crate) fn on_progress_timeout(&mut self) {
+        let reason = match self.mode {
+            Mode::ViewChanging => "no NEW-VIEW within the view timeout",
+            Mode::Normal => "no commit within the view timeout",
+        };
         if self.mode == Mode::ViewChanging {
             // §4.4: move on to the next view only if 2f + 1 wanted this one
             // and its primary failed to produce a NEW-VIEW. A replica that
@@ -90,7 +94,7 @@ impl Replica {
             self.failed_views = self.failed_views.saturating_add(1);
         }
         let target = self.view.next();
-        self.start_view_change(target);
+        self.start_view_change(target, reason);
     }
 
     /// Runs on every retransmit tick: suspects a primary that leaves
@@ -99,12 +103,12 @@ impl Replica {
         if let Some(reason) = self.primary_overdue() {
             let view = self.view;
             self.emit(Event::PrimarySuspected { view, reason });
-            self.start_view_change(view.next());
+            self.start_view_change(view.next(), "suspected the primary");
         }
     }
 
     /// §4.4: move to `target` and send VIEW-CHANGE.
-    pub(crate) fn start_view_change(&mut self, target: View) {
+    pub(crate) fn start_view_change(&mut self, target: View, reason: &'static str) {
         if target < self.view || (target == self.view && self.mode == Mode::ViewChanging) {
             return;
         }
@@ -136,7 +140,7 @@ impl Replica {
             .or_default()
             .insert(self.me, signed.clone());
         self.broadcast(Message::ViewChange(signed));
-        self.emit(Event::ViewChangeStarted { to: target });
+        self.emit(Event::ViewChangeStarted { to: target, reason });
         self.progress_deadline = None;
         self.arm_progress_timer();
         self.try_send_new_view();
@@ -231,7 +235,7 @@ impl Replica {
         }
         if highest.len() >= self.cfg.validators.weak_quorum() {
             let smallest = *highest.values().min().expect("non-empty");
-            self.start_view_change(smallest);
+            self.start_view_change(smallest, "f + 1 others asked for a later view");
         }
     }
 

@@ -243,6 +243,9 @@ impl NodeConfig {
         if self.mempool.nonce_gap_timeout_s == 0 {
             return Err(bad("mempool", "nonce_gap_timeout_s must be positive"));
         }
+        if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
+            return Err(bad("log.level", &format!("not a tracing filter: {e}")));
+        }
         if let Some(b) = &self.byzantine {
             b.behaviour
                 .parse::<Behaviour>()
@@ -429,6 +432,8 @@ mod tests {
                 "byzantine.behaviour",
             ),
             ("[mempool]\nmax_txs = -1\n", "max_txs"),
+            ("[log]\nlevel = \"phalanx_node=loud\"\n", "log.level"),
+            ("[log]\nlevel = \"phalanx_node=[\"\n", "log.level"),
         ] {
             std::fs::write(&path, text).unwrap();
             let err = NodeConfig::load(&path).unwrap_err().to_string();

@@ -884,7 +884,9 @@ impl Driver {
 
     fn on_event(&mut self, event: Event) -> Result<(), NodeError> {
         match event {
-            Event::ViewChangeStarted { to } => warn!(view = to.0, "view change started"),
+            Event::ViewChangeStarted { to, reason } => {
+                warn!(view = to.0, reason, "view change started")
+            }
             Event::NewViewEntered { view, primary } => {
                 info!(view = view.0, primary = primary.0, "entered new view");
                 self.shared.metrics.view_changes.inc();

@@ -368,6 +368,10 @@ pub struct BenchArgs {
     pub connections: usize,
     #[arg(long)]
     pub dir: Option<PathBuf>,
+    /// The nodes' log level (their logs are `<dir>/rate-R/vN.log`): `warn`
+    /// keeps logging out of the figures; `info` or `debug` to trace a run.
+    #[arg(long, default_value = "warn")]
+    pub log_level: String,
 }
 
 /// CPU seconds (user + system) and peak RSS (KiB) of a process, from /proc.
@@ -421,7 +425,7 @@ fn bench_once(args: &BenchArgs, rate: u64) -> Result<BenchFigures, String> {
             ("view_timeout_ms".into(), "2000".into()),
             ("propose_timeout_ms".into(), "1000".into()),
         ],
-        log_level: "warn".into(),
+        log_level: args.log_level.clone(),
     };
     let mut net = Testnet::launch(&launch)?;
     let pids: Vec<Option<u32>> = (0..net.cluster.len()).map(|i| net.cluster.pid(i)).collect();

@@ -836,9 +836,9 @@ impl Sim {
                 }
                 self.log(|| format!("r{node} entered view {view} (primary {primary:?})"));
             }
-            ReplicaEvent::ViewChangeStarted { to } => {
+            ReplicaEvent::ViewChangeStarted { to, reason } => {
                 self.stats.view_changes_started += 1;
-                self.log(|| format!("r{node} starts view change to {to}"));
+                self.log(|| format!("r{node} starts view change to {to}: {reason}"));
             }
             ReplicaEvent::StateDiverged { seq } if honest => {
                 let detail =
