@@ -936,3 +936,104 @@ fn unprepared_batch_is_proposed_again_after_a_view_change() {
         "step 4: all five, in arrival order"
     );
 }
+
+/// A VIEW-CHANGE's prepared proof stands on its certificate: the primary's
+/// pre-prepare, 2f prepares from others and a batch matching their digest.
+/// Each broken part is rejected with its reason.
+#[test]
+fn prepared_proofs_in_view_changes_are_checked_part_by_part() {
+    let mut net = Net::new(4);
+    let txs: Vec<Transaction> = (0..3).map(|_| net.transfer(0)).collect();
+    let batch = Batch {
+        txs,
+        timestamp_ms: 1,
+    };
+    let digest = batch.digest();
+    let pre_prepare = Signed::sign(
+        PrePrepare {
+            view: View(0),
+            seq: SeqNum(1),
+            digest,
+        },
+        &net.keys[0],
+        CHAIN,
+    );
+    let prepare = |by: usize, digest| {
+        Signed::sign(
+            Prepare {
+                view: View(0),
+                seq: SeqNum(1),
+                digest,
+            },
+            &net.keys[by],
+            CHAIN,
+        )
+    };
+    let proof = PreparedProof {
+        pre_prepare: pre_prepare.clone(),
+        batch: batch.clone(),
+        prepares: vec![prepare(1, digest), prepare(2, digest)],
+    };
+    let validators = net.cfg.validators.clone();
+    let ctx = VerifyContext {
+        chain_id: CHAIN,
+        validators: &validators,
+        known_good_txs: None,
+    };
+    let check = |p: PreparedProof| {
+        let vc = Signed::sign(
+            ViewChange {
+                new_view: View(1),
+                checkpoint: None,
+                prepared: vec![p],
+            },
+            &net.keys[3],
+            CHAIN,
+        );
+        verify_message(ValidatorIndex(3), Message::ViewChange(vc), &ctx).map(|_| ())
+    };
+    check(proof.clone()).expect("an intact proof verifies");
+
+    let mut fewer = proof.clone();
+    fewer.prepares.pop();
+    let mut twice = proof.clone();
+    twice.prepares[1] = prepare(1, digest);
+    let mut by_primary = proof.clone();
+    by_primary.prepares[1] = prepare(0, digest);
+    let mut other_digest = proof.clone();
+    other_digest.prepares[1] = prepare(2, Batch::null().digest());
+    let mut forged = proof.clone();
+    forged.prepares[1].signature.0[0] ^= 1;
+    let mut not_primary = proof.clone();
+    not_primary.pre_prepare = Signed::sign(pre_prepare.payload.clone(), &net.keys[2], CHAIN);
+    let mut altered = proof.clone();
+    altered.batch.txs.pop();
+    for (name, p, want) in [
+        ("one prepare", fewer, "invalid_view_change"),
+        ("the same prepare twice", twice, "invalid_view_change"),
+        (
+            "a prepare by the primary",
+            by_primary,
+            "invalid_view_change",
+        ),
+        (
+            "a prepare of another digest",
+            other_digest,
+            "invalid_view_change",
+        ),
+        ("a forged prepare", forged, "bad_signature"),
+        (
+            "a pre-prepare by a backup",
+            not_primary,
+            "invalid_view_change",
+        ),
+        (
+            "a batch not matching the digest",
+            altered,
+            "digest_mismatch",
+        ),
+    ] {
+        let got = check(p).expect_err(name);
+        assert_eq!(got.reason(), want, "{name}: {got}");
+    }
+}
