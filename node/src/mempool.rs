@@ -39,7 +39,7 @@ use phalanx_storage::Store;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::sync::Notify;
+use tokio::sync::{oneshot, Notify, Semaphore};
 
 /// How often held transactions are checked for an expired gap.
 const GAP_SWEEP_EVERY: Duration = Duration::from_secs(1);
@@ -67,6 +67,8 @@ pub enum SubmitError {
     MempoolFull { txs: usize, bytes: usize },
     #[error("storage error: {0}")]
     Storage(String),
+    #[error("the signature check did not complete: try again")]
+    VerifierFailed,
 }
 
 impl SubmitError {
@@ -82,6 +84,7 @@ impl SubmitError {
             SubmitError::NonceInUse { .. } => "nonce_in_use",
             SubmitError::MempoolFull { .. } => "mempool_full",
             SubmitError::Storage(_) => "storage",
+            SubmitError::VerifierFailed => "verifier_failed",
         }
     }
 
@@ -94,7 +97,7 @@ impl SubmitError {
             | SubmitError::StaleNonce { .. } => 409,
             SubmitError::TooLarge { .. } => 413,
             SubmitError::MempoolFull { .. } => 503,
-            SubmitError::Storage(_) => 500,
+            SubmitError::Storage(_) | SubmitError::VerifierFailed => 500,
             _ => 400,
         }
     }
@@ -192,6 +195,17 @@ pub struct Mempool {
     last_sweep: Mutex<Instant>,
     /// Signalled when the ready queue gains transactions.
     ready_signal: Notify,
+    /// Transactions waiting for their signature check, per request.
+    to_verify: Mutex<Vec<VerifyJob>>,
+    /// One signature check of client transactions at a time (API requests
+    /// and gossip alike); see [`Mempool::verify`].
+    verifying: Arc<Semaphore>,
+}
+
+/// One request's transactions waiting for a signature check.
+struct VerifyJob {
+    txs: Vec<Transaction>,
+    verdicts: oneshot::Sender<Vec<bool>>,
 }
 
 impl Mempool {
@@ -203,6 +217,8 @@ impl Mempool {
             inner: Mutex::new(Inner::default()),
             last_sweep: Mutex::new(Instant::now()),
             ready_signal: Notify::new(),
+            to_verify: Mutex::new(Vec::new()),
+            verifying: Arc::new(Semaphore::new(1)),
         }
     }
 
@@ -251,18 +267,20 @@ impl Mempool {
         if to_verify.is_empty() {
             return out;
         }
-        // Signatures: batched, off the async threads.
-        let chain_id = self.chain_id.clone();
-        let checked = tokio::task::spawn_blocking(move || {
-            let results = Signed::<Transfer>::verify_all(to_verify.clone(), &chain_id, &AnyKey);
-            to_verify.into_iter().zip(results).collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
-        for ((tx, sig), pos) in checked.into_iter().zip(positions) {
-            let verdict = match sig {
-                Err(_) => Err(SubmitError::BadSignature),
-                Ok(_) => self.admit(&tx),
+        let count = to_verify.len();
+        let verdicts = self.verify(to_verify.clone()).await;
+        if verdicts.len() != count {
+            for pos in positions {
+                out.verdicts[pos] = Err(SubmitError::VerifierFailed);
+            }
+            return out;
+        }
+        let checked = to_verify.into_iter().zip(verdicts);
+        for ((tx, good), pos) in checked.zip(positions) {
+            let verdict = if good {
+                self.admit(&tx)
+            } else {
+                Err(SubmitError::BadSignature)
             };
             if verdict.is_ok() {
                 out.admitted.push(tx);
@@ -271,6 +289,56 @@ impl Mempool {
         }
         self.signal_if_ready();
         out
+    }
+
+    /// Checks the signatures of `txs`: whether each is good, or fewer
+    /// verdicts than transactions if the check failed.
+    ///
+    /// One check at a time per node, over everything waiting: requests and
+    /// gossip queue their transactions, and whoever gets the turn checks
+    /// all that is queued as one batch (larger batches verify faster per
+    /// signature). Unbounded, admission ran on as many blocking threads as
+    /// requests arrived at once and, under overload, competed with
+    /// consensus for the cores: at 12,000 tx/s offered the chain changed
+    /// view 6 times and committed 2,867 tx/s. The check runs on its own
+    /// task, so a request dropped mid-way (a client hanging up) leaves the
+    /// transactions it took from the queue still checked and answered.
+    async fn verify(&self, txs: Vec<Transaction>) -> Vec<bool> {
+        let (reply, verdicts) = oneshot::channel();
+        self.to_verify
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(VerifyJob {
+                txs,
+                verdicts: reply,
+            });
+        if let Ok(turn) = self.verifying.clone().acquire_owned().await {
+            let jobs =
+                std::mem::take(&mut *self.to_verify.lock().unwrap_or_else(|p| p.into_inner()));
+            if !jobs.is_empty() {
+                let chain_id = self.chain_id.clone();
+                tokio::spawn(async move {
+                    let _turn = turn;
+                    let checked = tokio::task::spawn_blocking(move || {
+                        let (txs, replies): (Vec<Vec<Transaction>>, Vec<_>) =
+                            jobs.into_iter().map(|j| (j.txs, j.verdicts)).unzip();
+                        let lens: Vec<usize> = txs.iter().map(Vec::len).collect();
+                        let all: Vec<Transaction> = txs.into_iter().flatten().collect();
+                        let mut results =
+                            Signed::<Transfer>::verify_all(all, &chain_id, &AnyKey).into_iter();
+                        for (len, reply) in lens.into_iter().zip(replies) {
+                            let mine = results.by_ref().take(len).map(|r| r.is_ok());
+                            let _ = reply.send(mine.collect());
+                        }
+                    })
+                    .await;
+                    if let Err(e) = checked {
+                        tracing::error!("transaction signature check failed: {e}");
+                    }
+                });
+            }
+        }
+        verdicts.await.unwrap_or_default()
     }
 
     fn static_checks(&self, tx: &Transaction) -> Result<Digest, SubmitError> {
@@ -696,6 +764,64 @@ mod tests {
         assert_eq!(pool.size().0, 2);
         assert!(!pool.is_verified(&tx_hash(&first)));
         assert_eq!(SubmitError::MempoolFull { txs: 1, bytes: 1 }.status(), 503);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_requests_share_a_signature_check_and_get_their_own_verdicts() {
+        let (pool, _) = setup(100);
+        let requests: Vec<Transaction> = (0..16)
+            .map(|i| {
+                let key = Keypair::insecure_from_label(&format!("sender-{i}"));
+                let mut t = tx(&key, "c", 0, 1);
+                if i % 5 == 0 {
+                    t.signature.0[9] ^= 1;
+                }
+                t
+            })
+            .collect();
+        let answers: Vec<_> = requests
+            .into_iter()
+            .map(|t| {
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.submit(vec![t]).await })
+            })
+            .collect();
+        for (i, answer) in answers.into_iter().enumerate() {
+            let want = if i % 5 == 0 { "bad_signature" } else { "ok" };
+            assert_eq!(
+                codes(&answer.await.unwrap().verdicts),
+                vec![want],
+                "request {i}"
+            );
+        }
+        assert_eq!(pool.size().0, 12);
+    }
+
+    #[tokio::test]
+    async fn a_request_dropped_while_waiting_leaves_the_others_answered() {
+        let (pool, alice) = setup(100);
+        // Someone else's check is running: both requests queue behind it.
+        let turn = pool.verifying.clone().acquire_owned().await.unwrap();
+        let dropped = {
+            let pool = pool.clone();
+            let t = tx(&alice, "c", 0, 1);
+            tokio::spawn(async move { pool.submit(vec![t]).await })
+        };
+        let kept = {
+            let pool = pool.clone();
+            let t = tx(&alice, "c", 1, 1);
+            tokio::spawn(async move { pool.submit(vec![t]).await })
+        };
+        while pool.to_verify.lock().unwrap().len() < 2 {
+            tokio::task::yield_now().await;
+        }
+        dropped.abort();
+        drop(turn);
+        let answer = tokio::time::timeout(Duration::from_secs(10), kept)
+            .await
+            .expect("answered")
+            .unwrap();
+        assert_eq!(codes(&answer.verdicts), vec!["ok"]);
     }
 
     /// Applies `txs` as block `height` to the pool's store, then tells the

@@ -43,6 +43,8 @@ const GOSSIP_TXS_MAX: u64 = 16 << 20;
 /// Admitted requests are gossiped together up to this many transactions
 /// (at most `TX_BYTES_MAX` each: far below the message limit).
 const GOSSIP_COALESCE_TXS: usize = 1024;
+/// Gossip messages admitted in one submission, at most.
+const GOSSIP_ADMIT_MESSAGES_MAX: usize = 64;
 /// The most waiting inputs handled before one sync and send.
 const GROUP_INPUTS_MAX: usize = 64;
 /// Bursts queued for the syncer; past this, the loop waits for it.
@@ -426,8 +428,19 @@ async fn verify_inbound(
     let gossip_task = {
         let shared = shared.clone();
         tokio::spawn(async move {
+            // Everything that arrived while the last lot was checked goes
+            // in one submission (one signature batch): one message at a
+            // time, gossip waited a whole check per message and the
+            // primary's pool fell behind its backups'.
             while let Some(bytes) = gossip_rx.recv().await {
-                admit_gossip(&shared, &bytes).await;
+                let mut messages = vec![bytes];
+                while messages.len() < GOSSIP_ADMIT_MESSAGES_MAX {
+                    match gossip_rx.try_recv() {
+                        Ok(more) => messages.push(more),
+                        Err(_) => break,
+                    }
+                }
+                admit_gossip(&shared, &messages).await;
             }
         })
     };
@@ -516,16 +529,21 @@ async fn verify_consensus(
     true
 }
 
-/// Admits a gossiped transaction batch into the mempool.
-async fn admit_gossip(shared: &Arc<Shared>, bytes: &[u8]) {
-    let txs: Vec<Transaction> = match codec::decode(bytes, GOSSIP_TXS_MAX) {
-        Ok(t) => t,
-        Err(e) => {
-            shared.metrics.reject_message("malformed_gossip");
-            debug!("malformed transaction gossip: {e}");
-            return;
+/// Admits gossiped transaction batches into the mempool, in one submission.
+async fn admit_gossip(shared: &Arc<Shared>, messages: &[Vec<u8>]) {
+    let mut txs: Vec<Transaction> = Vec::new();
+    for bytes in messages {
+        match codec::decode::<Vec<Transaction>>(bytes, GOSSIP_TXS_MAX) {
+            Ok(t) => txs.extend(t),
+            Err(e) => {
+                shared.metrics.reject_message("malformed_gossip");
+                debug!("malformed transaction gossip: {e}");
+            }
         }
-    };
+    }
+    if txs.is_empty() {
+        return;
+    }
     let admission = shared.mempool.submit(txs).await;
     for v in admission.verdicts.iter().filter_map(|v| v.as_ref().err()) {
         shared.metrics.reject_tx(v.code());
