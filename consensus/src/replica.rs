@@ -98,6 +98,14 @@ impl Config {
         if self.batch_txs_max == 0 || self.batch_txs_max > crate::BATCH_TXS_MAX {
             return bad("batch_txs_max", "must be between 1 and 8192");
         }
+        if self.batch_bytes_max < crate::TX_BYTES_MAX
+            || self.batch_bytes_max > crate::MESSAGE_BYTES_MAX / 4
+        {
+            return bad(
+                "batch_bytes_max",
+                "must hold the largest transaction and fit a quarter of a message",
+            );
+        }
         if self.pipeline_max == 0 || self.pipeline_max > self.window {
             return bad("pipeline_max", "must be between 1 and window");
         }
@@ -395,10 +403,10 @@ pub struct Replica {
     /// and how many samples it holds (Aardvark-style slow-primary check).
     pub(crate) propose_delay_ewma_ms: u64,
     pub(crate) propose_delay_samples: u32,
-    /// When the primary of this view last sent us a large batch: a primary
-    /// that proposes large batches is working at capacity, and transactions
-    /// waiting behind them are load, not censorship.
+    /// When the primary of this view last sent us a batch at least half
+    /// full, and a full one (see [`Replica::primary_overdue`]).
     pub(crate) last_large_batch_ms: Option<u64>,
+    pub(crate) last_full_batch_ms: Option<u64>,
     /// When we last handed out a Commit, and the highest seq peers vote on.
     pub(crate) last_delivery_ms: u64,
     pub(crate) highest_seen: SeqNum,
@@ -481,6 +489,7 @@ impl Replica {
             propose_delay_ewma_ms: 0,
             propose_delay_samples: 0,
             last_large_batch_ms: None,
+            last_full_batch_ms: None,
             last_delivery_ms: 0,
             highest_seen: committed,
             seen_votes: BTreeMap::new(),

@@ -353,6 +353,7 @@ impl Replica {
         self.propose_delay_ewma_ms = 0;
         self.propose_delay_samples = 0;
         self.last_large_batch_ms = None;
+        self.last_full_batch_ms = None;
         self.log.clear();
         self.reset_in_flight([]);
         self.out.push(Output::Persist(WalEntry::View {

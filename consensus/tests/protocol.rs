@@ -1037,3 +1037,26 @@ fn prepared_proofs_in_view_changes_are_checked_part_by_part() {
         assert_eq!(got.reason(), want, "{name}: {got}");
     }
 }
+
+/// A consensus config that could not run is refused, naming the field.
+#[test]
+fn unusable_consensus_configs_name_the_field() {
+    type Breaks = Box<dyn Fn(&mut Config)>;
+    let net = Net::new(4);
+    let cases: Vec<(&str, Breaks)> = vec![
+        ("batch_txs_max", Box::new(|c| c.batch_txs_max = 0)),
+        ("batch_bytes_max", Box::new(|c| c.batch_bytes_max = 100)),
+        ("batch_bytes_max", Box::new(|c| c.batch_bytes_max = 1 << 40)),
+        ("pipeline_max", Box::new(|c| c.pipeline_max = 0)),
+        ("window", Box::new(|c| c.window = c.checkpoint_interval + 1)),
+        ("propose_timeout_ms", Box::new(|c| c.propose_timeout_ms = 0)),
+    ];
+    for (field, break_it) in cases {
+        let mut cfg = net.cfg.clone();
+        break_it(&mut cfg);
+        let err = cfg.validate().expect_err(field).to_string();
+        assert!(err.starts_with(field), "{field}: {err}");
+        assert!(Replica::new(cfg, net.keys[0].clone()).is_err(), "{field}");
+    }
+    net.cfg.validate().expect("the harness config is usable");
+}
