@@ -403,9 +403,8 @@ pub struct Replica {
     /// and how many samples it holds (Aardvark-style slow-primary check).
     pub(crate) propose_delay_ewma_ms: u64,
     pub(crate) propose_delay_samples: u32,
-    /// When the primary of this view last sent us a batch at least half
-    /// full, and a full one (see [`Replica::primary_overdue`]).
-    pub(crate) last_large_batch_ms: Option<u64>,
+    /// When the primary of this view last sent us a full batch (see
+    /// [`Replica::primary_overdue`]).
     pub(crate) last_full_batch_ms: Option<u64>,
     /// When we last handed out a Commit, and the highest seq peers vote on.
     pub(crate) last_delivery_ms: u64,
@@ -488,7 +487,6 @@ impl Replica {
             view_entered_ms: 0,
             propose_delay_ewma_ms: 0,
             propose_delay_samples: 0,
-            last_large_batch_ms: None,
             last_full_batch_ms: None,
             last_delivery_ms: 0,
             highest_seen: committed,

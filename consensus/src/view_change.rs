@@ -352,7 +352,6 @@ impl Replica {
         self.view_entered_ms = self.now_ms;
         self.propose_delay_ewma_ms = 0;
         self.propose_delay_samples = 0;
-        self.last_large_batch_ms = None;
         self.last_full_batch_ms = None;
         self.log.clear();
         self.reset_in_flight([]);
