@@ -414,6 +414,7 @@ fn bench_once(args: &BenchArgs, rate: u64) -> Result<BenchFigures, String> {
         .clone()
         .unwrap_or_else(|| default_dir("bench"))
         .join(format!("rate-{rate}"));
+    eprintln!("  nodes, their data and logs: {}", dir.display());
     let accounts = ((rate / 50) as usize).clamp(20, 2000);
     let launch = Launch {
         validators: args.validators,
