@@ -110,6 +110,8 @@ fn core_only(c: &mut Criterion) {
             let ctx = VerifyContext {
                 chain_id: CHAIN,
                 validators: &ctx_validators,
+                window: cfg.window,
+                horizon: None,
                 known_good_txs: Some(&|_| true),
             };
             for round in 0..blocks {
@@ -155,6 +157,8 @@ fn run_full_batches(keys: &[Keypair], cfg: &Config, txs: &[Transaction]) -> u64 
     let ctx = VerifyContext {
         chain_id: CHAIN,
         validators: &cfg.validators,
+        window: cfg.window,
+        horizon: None,
         known_good_txs: Some(&|_| true),
     };
     let mut queue: VecDeque<(u16, u16, Message)> = VecDeque::new();
@@ -278,6 +282,8 @@ fn pre_prepare_decode_verify(c: &mut Criterion) {
         let ctx = VerifyContext {
             chain_id: CHAIN,
             validators: &cfg.validators,
+            window: cfg.window,
+            horizon: None,
             known_good_txs: Some(&known),
         };
         b.iter_batched(
@@ -290,6 +296,8 @@ fn pre_prepare_decode_verify(c: &mut Criterion) {
         let ctx = VerifyContext {
             chain_id: CHAIN,
             validators: &cfg.validators,
+            window: cfg.window,
+            horizon: None,
             known_good_txs,
         };
         grp.bench_function(name, |b| {

@@ -143,6 +143,27 @@ impl Replica {
         Ok(())
     }
 
+    /// A validator voted on `seq`: it claims the chain reaches about there.
+    pub(crate) fn note_peer_height(&mut self, from: ValidatorIndex, seq: SeqNum) {
+        if from == self.me {
+            return;
+        }
+        let h = self.peer_heights.entry(from).or_insert(seq);
+        *h = (*h).max(seq);
+    }
+
+    /// The highest seq that f + 1 validators (so at least one honest one)
+    /// have voted on: one traitor's vote for a height far ahead cannot make
+    /// us chase it, or report ourselves as catching up to it.
+    pub(crate) fn claimed_height(&self) -> SeqNum {
+        let mut heights: Vec<SeqNum> = self.peer_heights.values().copied().collect();
+        heights.sort_unstable_by(|a, b| b.cmp(a));
+        heights
+            .get(self.cfg.validators.weak_quorum() - 1)
+            .copied()
+            .unwrap_or(SeqNum(0))
+    }
+
     /// The highest block a replica buffers ahead of its committed height.
     fn catch_up_horizon(&self) -> SeqNum {
         SeqNum(self.committed.0 + 4 * self.cfg.window)
@@ -155,8 +176,8 @@ impl Replica {
             .log
             .get(&self.committed.next())
             .is_some_and(|s| s.prepared);
-        if self.highest_seen > self.committed && stalled && !next_ready {
-            let target = self.highest_seen;
+        let target = self.highest_seen.max(self.claimed_height());
+        if target > self.committed && stalled && !next_ready {
             self.start_catch_up(target);
         } else {
             self.request_catch_up();

@@ -61,12 +61,8 @@ impl Replica {
         }
         let horizon = SeqNum(self.high().0 + CHECKPOINT_LOOKAHEAD_WINDOWS * self.cfg.window);
         if seq > horizon {
-            self.highest_seen = self.highest_seen.max(seq);
-            return Err(Rejected::OutsideWindow {
-                seq,
-                low: self.low(),
-                high: horizon,
-            });
+            self.on_far_checkpoint(signer, c);
+            return Ok(());
         }
         let votes = self.checkpoint_votes.entry(seq).or_default();
         if votes.contains_key(&signer) {
@@ -75,6 +71,63 @@ impl Replica {
         votes.insert(signer, c);
         self.check_stable(seq);
         Ok(())
+    }
+
+    /// A checkpoint vote beyond the seqs we keep votes for: we are far
+    /// behind, or the signer lies. Keep its highest one only (bounded by n),
+    /// and once 2f + 1 match, treat them as a quorum at that seq: catch up
+    /// to it, and make it stable once executed. Without this a replica cut
+    /// off for longer than the look-ahead caught up by blocks but never
+    /// moved its window again, so it refused every vote for good.
+    fn on_far_checkpoint(&mut self, signer: ValidatorIndex, c: Signed<Checkpoint>) {
+        self.note_peer_height(signer, c.payload.seq);
+        if self
+            .far_checkpoints
+            .get(&signer)
+            .is_some_and(|old| old.payload.seq >= c.payload.seq)
+        {
+            return;
+        }
+        let payload = c.payload.clone();
+        self.far_checkpoints.insert(signer, c);
+        let matching: Vec<ValidatorIndex> = self
+            .far_checkpoints
+            .iter()
+            .filter(|(_, v)| v.payload == payload)
+            .map(|(i, _)| *i)
+            .collect();
+        if matching.len() < self.cfg.validators.quorum() {
+            return;
+        }
+        let seq = payload.seq;
+        for i in matching {
+            if let Some(vote) = self.far_checkpoints.remove(&i) {
+                self.checkpoint_votes
+                    .entry(seq)
+                    .or_default()
+                    .insert(i, vote);
+            }
+        }
+        self.check_stable(seq);
+    }
+
+    /// Resends our vote for our stable checkpoint on every retransmit tick,
+    /// so a replica that was cut off while it became stable learns where
+    /// the others' windows are.
+    pub(crate) fn retransmit_checkpoint(&mut self) {
+        let Some(cert) = self.stable.as_ref() else {
+            return;
+        };
+        let mine = cert.votes.iter().find(|v| v.signer == self.key.public());
+        let vote = match mine {
+            Some(v) => v.clone(),
+            None => self.sign(Checkpoint {
+                seq: cert.seq,
+                block_hash: cert.block_hash,
+                state_root: cert.state_root,
+            }),
+        };
+        self.broadcast(Message::Checkpoint(vote));
     }
 
     /// A quorum of matching checkpoint votes at `seq`: stable if it matches

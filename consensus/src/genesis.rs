@@ -44,8 +44,19 @@ pub struct ConsensusParams {
 }
 
 impl Default for ConsensusParams {
+    /// The defaults for four validators; [`ConsensusParams::for_validators`]
+    /// for other sizes.
     fn default() -> Self {
-        let c = Config::new("x", ValidatorSet::new(vec![PublicKey([9; 32])]));
+        ConsensusParams::for_validators(4)
+    }
+}
+
+impl ConsensusParams {
+    /// The defaults for `n` validators: the batch byte limit shrinks as n
+    /// grows so that the largest NEW-VIEW still fits one message.
+    pub fn for_validators(n: usize) -> Self {
+        let keys = (0..n.max(1)).map(|i| PublicKey([i as u8; 32])).collect();
+        let c = Config::new("x", ValidatorSet::new(keys));
         ConsensusParams {
             checkpoint_interval: c.checkpoint_interval,
             window: c.window,

@@ -43,10 +43,10 @@ pub use catch_up::CATCH_UP_RANGES_IN_FLIGHT;
 pub use genesis::{ConsensusParams, Genesis, GenesisAccount, GenesisError, GenesisValidator};
 pub use ids::{SeqNum, ValidatorIndex, View};
 pub use message::{
-    verify_batch, verify_committed, verify_message, CatchUpRequest, Checkpoint, Commit,
-    CommittedBatch, Message, NewView, NewViewRequest, PrePrepare, Prepare, PreparedProof, Rejected,
-    VerifiedMessage, VerifyContext, ViewChange, BATCH_TXS_MAX, CATCH_UP_BLOCKS_MAX,
-    MESSAGE_BYTES_MAX,
+    precheck_message, signature_checks_max, verify_batch, verify_committed, verify_message,
+    CatchUpRequest, Checkpoint, Commit, CommittedBatch, Complaint, Horizon, Message, NewView,
+    NewViewRequest, PrePrepare, Prepare, PreparedProof, Rejected, VerifiedMessage, VerifyContext,
+    ViewChange, BATCH_TXS_MAX, CATCH_UP_BLOCKS_MAX, MESSAGE_BYTES_MAX, VIEWS_AHEAD_MAX,
 };
 pub use replica::{
     Config, ConfigError, Event, Evidence, Input, Output, Phase, Replica, Timer, WalEntry,

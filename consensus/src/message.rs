@@ -80,6 +80,16 @@ pub struct NewView {
     pub pre_prepares: Vec<Signed<PrePrepare>>,
 }
 
+/// The sender suspects the primary of the view before `new_view` and
+/// would leave it (BFT-SMaRt's STOP). Unlike a VIEW-CHANGE it carries no
+/// state and commits the sender to nothing: it keeps working in its view
+/// until 2f + 1 validators have complained, so a replica that suspects a
+/// primary the others still follow is never stranded by its own suspicion.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Complaint {
+    pub new_view: View,
+}
+
 /// Asks a peer for the NEW-VIEW of `view`, by a validator that saw others
 /// working in a view it has no NEW-VIEW for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -115,6 +125,7 @@ payload_domain!(
     Commit => "phalanx/commit/v1",
     Checkpoint => "phalanx/checkpoint/v1",
     ViewChange => "phalanx/view-change/v1",
+    Complaint => "phalanx/complaint/v1",
     NewView => "phalanx/new-view/v1",
     NewViewRequest => "phalanx/new-view-request/v1",
     CatchUpRequest => "phalanx/catch-up-request/v1",
@@ -131,6 +142,7 @@ pub enum Message {
     Commit(Signed<Commit>),
     Checkpoint(Signed<Checkpoint>),
     ViewChange(Signed<ViewChange>),
+    Complaint(Signed<Complaint>),
     NewView(Signed<NewView>),
     NewViewRequest(Signed<NewViewRequest>),
     CatchUpRequest(Signed<CatchUpRequest>),
@@ -146,6 +158,7 @@ impl Message {
             Message::Commit(_) => "commit",
             Message::Checkpoint(_) => "checkpoint",
             Message::ViewChange(_) => "view-change",
+            Message::Complaint(_) => "complaint",
             Message::NewView(_) => "new-view",
             Message::NewViewRequest(_) => "new-view-request",
             Message::CatchUpRequest(_) => "catch-up-request",
@@ -262,9 +275,39 @@ impl Rejected {
 pub struct VerifyContext<'a> {
     pub chain_id: &'a str,
     pub validators: &'a ValidatorSet,
+    /// The watermark window (genesis `window`): bounds how many prepared
+    /// proofs and re-issued pre-prepares a view change may carry.
+    pub window: u64,
+    /// Where the receiving replica is, if the caller knows: messages far
+    /// outside it are refused before any signature is checked.
+    pub horizon: Option<Horizon>,
     /// Transactions known to be correctly signed already (e.g. admitted to
     /// this node's mempool), by hash; their signatures are not checked again.
     pub known_good_txs: Option<&'a dyn Fn(&Digest) -> bool>,
+}
+
+/// The receiver's view and low watermark, as last seen by its verifier.
+/// It may lag the replica by a few steps, so the checks leave a margin:
+/// they only refuse what the replica would certainly refuse too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Horizon {
+    pub view: View,
+    pub low: SeqNum,
+}
+
+/// How far ahead of the receiver's view a VIEW-CHANGE, COMPLAINT or
+/// NEW-VIEW is considered (the replica keeps VIEW-CHANGEs that far ahead).
+pub const VIEWS_AHEAD_MAX: u64 = 64;
+
+/// The most signatures [`verify_message`] checks for one message from a
+/// validator, with `n` validators and watermark window `window` (transfers
+/// in a pre-prepare aside: they are bounded by [`BATCH_TXS_MAX`] and
+/// checked at most once per node): a NEW-VIEW of n VIEW-CHANGEs, each with
+/// a checkpoint certificate (n votes) and `window` prepared proofs of n
+/// signatures, plus `window` re-issued pre-prepares and its own signature.
+pub fn signature_checks_max(n: usize, window: u64) -> usize {
+    let vc = 1 + n + window as usize * n;
+    1 + n * vc + window as usize
 }
 
 fn check_one<M: SignedPayload + Clone>(
@@ -370,15 +413,19 @@ fn verify_batch_hashes(
 /// NEW-VIEW then reached the backups after their view timeout, and the view
 /// changes cascaded (measured: 1 run in 5 of `bench --rate 2000 --traitor
 /// 0=slow-primary` fell to 450–1,170 tx/s).
-fn verify_prepared(p: &PreparedProof, ctx: &VerifyContext<'_>) -> Result<(), Rejected> {
+fn precheck_prepared(p: &PreparedProof, ctx: &VerifyContext<'_>) -> Result<usize, Rejected> {
     let invalid = |reason: &str| Rejected::InvalidViewChange {
         reason: reason.to_string(),
     };
-    check_one(&p.pre_prepare, "prepared pre-prepare", ctx)?;
     let pp = &p.pre_prepare.payload;
     if ctx.validators.index_of(&p.pre_prepare.signer) != Some(ctx.validators.primary(pp.view)) {
         return Err(invalid(
             "prepared pre-prepare not signed by that view's primary",
+        ));
+    }
+    if p.prepares.len() >= ctx.validators.len() {
+        return Err(invalid(
+            "more prepares than validators other than the primary",
         ));
     }
     let want = Prepare {
@@ -386,7 +433,7 @@ fn verify_prepared(p: &PreparedProof, ctx: &VerifyContext<'_>) -> Result<(), Rej
         seq: pp.seq,
         digest: pp.digest,
     };
-    // 2f prepares from validators other than the primary.
+    // 2f prepares from distinct validators other than the primary.
     let mut signers = BTreeSet::new();
     for prepare in &p.prepares {
         if prepare.payload != want {
@@ -395,15 +442,80 @@ fn verify_prepared(p: &PreparedProof, ctx: &VerifyContext<'_>) -> Result<(), Rej
         if prepare.signer == p.pre_prepare.signer {
             return Err(invalid("prepare from the primary itself"));
         }
-        check_one(prepare, "prepared prepare", ctx)?;
-        signers.insert(prepare.signer);
+        if !ctx.validators.contains_key(&prepare.signer) {
+            return Err(Rejected::UnknownSigner {
+                what: "prepared prepare",
+            });
+        }
+        if !signers.insert(prepare.signer) {
+            return Err(invalid("two prepares from one validator"));
+        }
     }
     if signers.len() < 2 * ctx.validators.f() {
         return Err(invalid(
             "prepared proof has fewer than 2f distinct prepares",
         ));
     }
-    batch_hashes_matching(&p.batch, &pp.digest).map(|_| ())
+    Ok(1 + p.prepares.len())
+}
+
+/// Checks a prepared proof's signatures and batch (after its precheck).
+fn verify_prepared(p: &PreparedProof, ctx: &VerifyContext<'_>) -> Result<(), Rejected> {
+    check_one(&p.pre_prepare, "prepared pre-prepare", ctx)?;
+    for prepare in &p.prepares {
+        check_one(prepare, "prepared prepare", ctx)?;
+    }
+    batch_hashes_matching(&p.batch, &p.pre_prepare.payload.digest).map(|_| ())
+}
+
+/// The checks of a VIEW-CHANGE's body that need no signature: at most
+/// `window` prepared proofs, for distinct seqs inside the window above its
+/// checkpoint, each within bounds. Returns how many signatures the body
+/// carries (checked afterwards by [`verify_view_change_body`]).
+fn precheck_view_change_body(vc: &ViewChange, ctx: &VerifyContext<'_>) -> Result<usize, Rejected> {
+    let invalid = |reason: String| Rejected::InvalidViewChange { reason };
+    let mut checks = 0;
+    let low = match &vc.checkpoint {
+        Some(cert) => {
+            if cert.votes.len() > ctx.validators.len() {
+                return Err(invalid(format!(
+                    "checkpoint certificate with {} votes",
+                    cert.votes.len()
+                )));
+            }
+            checks += cert.votes.len();
+            cert.seq
+        }
+        None => SeqNum(0),
+    };
+    if vc.prepared.len() as u64 > ctx.window {
+        return Err(invalid(format!(
+            "{} prepared proofs, the window is {}",
+            vc.prepared.len(),
+            ctx.window
+        )));
+    }
+    let mut seqs = BTreeSet::new();
+    for p in &vc.prepared {
+        let pp = &p.pre_prepare.payload;
+        if pp.view >= vc.new_view {
+            return Err(invalid(format!(
+                "prepared in view {} ≥ new view {}",
+                pp.view, vc.new_view
+            )));
+        }
+        if pp.seq <= low || pp.seq.0 > low.0.saturating_add(ctx.window) {
+            return Err(invalid(format!(
+                "prepared seq {} outside the window above checkpoint {}",
+                pp.seq, low
+            )));
+        }
+        if !seqs.insert(pp.seq) {
+            return Err(invalid(format!("two prepared proofs for seq {}", pp.seq)));
+        }
+        checks += precheck_prepared(p, ctx)?;
+    }
+    Ok(checks)
 }
 
 /// Checks everything inside a VIEW-CHANGE except its outer signature.
@@ -411,46 +523,182 @@ pub(crate) fn verify_view_change_body(
     vc: &ViewChange,
     ctx: &VerifyContext<'_>,
 ) -> Result<(), Rejected> {
-    let low = match &vc.checkpoint {
-        Some(cert) => {
-            cert.verify(ctx.validators, ctx.chain_id)?;
-            cert.seq
-        }
-        None => SeqNum(0),
-    };
-    let mut seqs = BTreeSet::new();
+    precheck_view_change_body(vc, ctx)?;
+    if let Some(cert) = &vc.checkpoint {
+        cert.verify(ctx.validators, ctx.chain_id)?;
+    }
     for p in &vc.prepared {
-        let pp = &p.pre_prepare.payload;
-        if pp.view >= vc.new_view {
-            return Err(Rejected::InvalidViewChange {
-                reason: format!("prepared in view {} ≥ new view {}", pp.view, vc.new_view),
-            });
-        }
-        if pp.seq <= low {
-            return Err(Rejected::InvalidViewChange {
-                reason: format!("prepared seq {} at or below checkpoint {}", pp.seq, low),
-            });
-        }
-        if !seqs.insert(pp.seq) {
-            return Err(Rejected::InvalidViewChange {
-                reason: format!("two prepared proofs for seq {}", pp.seq),
-            });
-        }
         verify_prepared(p, ctx)?;
     }
     Ok(())
 }
 
-/// Turns a message from `from` into a [`VerifiedMessage`], or says why not.
+/// The checks of a whole message that need no signature: is this kind
+/// allowed from this sender, is it within the receiver's horizon, are its
+/// vectors within bounds derived from n and the window, no duplicates.
+/// Returns how many signatures [`verify_message`] will then check (never
+/// more than [`signature_checks_max`], transfers aside).
+pub fn precheck_message(
+    from: ValidatorIndex,
+    message: &Message,
+    ctx: &VerifyContext<'_>,
+) -> Result<usize, Rejected> {
+    let Some(sender) = ctx.validators.key(from) else {
+        return Err(Rejected::UnknownSigner { what: "sender" });
+    };
+    // Votes and requests are never relayed: signed by their sender.
+    let own = |signer: &phalanx_crypto::PublicKey, what: &'static str| {
+        if signer == sender {
+            Ok(1)
+        } else {
+            Err(Rejected::UnknownSigner { what })
+        }
+    };
+    let views_ahead = |view: View| match ctx.horizon {
+        Some(h) if view < h.view => Err(Rejected::StaleView {
+            view,
+            current: h.view,
+        }),
+        Some(h) if view.0 > h.view.0.saturating_add(VIEWS_AHEAD_MAX) => Err(Rejected::FutureView {
+            view,
+            current: h.view,
+        }),
+        _ => Ok(()),
+    };
+    match message {
+        Message::PrePrepare { pre_prepare, batch } => {
+            let pp = &pre_prepare.payload;
+            if ctx.validators.primary(pp.view) != from {
+                return Err(Rejected::NotPrimary {
+                    from,
+                    view: pp.view,
+                });
+            }
+            if let Some(h) = ctx.horizon {
+                // One view of margin: the verifier's horizon may lag.
+                if pp.view < h.view || pp.view.0 > h.view.0 + 1 {
+                    return Err(Rejected::FutureView {
+                        view: pp.view,
+                        current: h.view,
+                    });
+                }
+                let high = h.low.0.saturating_add(2 * ctx.window);
+                if pp.seq <= h.low || pp.seq.0 > high {
+                    return Err(Rejected::OutsideWindow {
+                        seq: pp.seq,
+                        low: h.low,
+                        high: SeqNum(high),
+                    });
+                }
+            }
+            if batch.txs.len() > BATCH_TXS_MAX {
+                return Err(Rejected::BatchTooLarge {
+                    txs: batch.txs.len(),
+                    max: BATCH_TXS_MAX,
+                });
+            }
+            own(&pre_prepare.signer, "pre-prepare not signed by its sender")
+        }
+        Message::Prepare(s) => own(&s.signer, "prepare not signed by its sender"),
+        Message::Commit(s) => own(&s.signer, "commit not signed by its sender"),
+        Message::Checkpoint(s) => own(&s.signer, "checkpoint not signed by its sender"),
+        Message::NewViewRequest(s) => own(&s.signer, "request not signed by its sender"),
+        Message::CatchUpRequest(s) => own(&s.signer, "request not signed by its sender"),
+        Message::Complaint(s) => {
+            views_ahead(s.payload.new_view)?;
+            own(&s.signer, "complaint not signed by its sender")
+        }
+        Message::ViewChange(s) => {
+            views_ahead(s.payload.new_view)?;
+            own(&s.signer, "view-change not signed by its sender")?;
+            Ok(1 + precheck_view_change_body(&s.payload, ctx)?)
+        }
+        Message::NewView(s) => {
+            let nv = &s.payload;
+            // Relayed by anyone, but signed only by the new view's primary.
+            if nv.view == View(0)
+                || ctx.validators.index_of(&s.signer) != Some(ctx.validators.primary(nv.view))
+            {
+                return Err(Rejected::NotPrimary {
+                    from: ctx.validators.index_of(&s.signer).unwrap_or(from),
+                    view: nv.view,
+                });
+            }
+            views_ahead(nv.view)?;
+            let invalid = |reason: String| Rejected::InvalidNewView { reason };
+            if nv.view_changes.len() > ctx.validators.len() {
+                return Err(invalid(format!(
+                    "{} view-changes from {} validators",
+                    nv.view_changes.len(),
+                    ctx.validators.len()
+                )));
+            }
+            if nv.pre_prepares.len() as u64 > ctx.window {
+                return Err(invalid(format!(
+                    "{} pre-prepares, the window is {}",
+                    nv.pre_prepares.len(),
+                    ctx.window
+                )));
+            }
+            let mut checks = 1;
+            let mut senders = BTreeSet::new();
+            for vc in &nv.view_changes {
+                if vc.payload.new_view != nv.view {
+                    return Err(invalid(format!(
+                        "contains a view-change for {}",
+                        vc.payload.new_view
+                    )));
+                }
+                if !ctx.validators.contains_key(&vc.signer) || !senders.insert(vc.signer) {
+                    return Err(invalid("view-changes not from distinct validators".into()));
+                }
+                checks += 1 + precheck_view_change_body(&vc.payload, ctx)?;
+            }
+            let mut seqs = BTreeSet::new();
+            for pp in &nv.pre_prepares {
+                if pp.signer != s.signer
+                    || pp.payload.view != nv.view
+                    || !seqs.insert(pp.payload.seq)
+                {
+                    return Err(invalid(
+                        "re-issued pre-prepares must be the primary's, for the view, one per seq"
+                            .into(),
+                    ));
+                }
+                checks += 1;
+            }
+            Ok(checks)
+        }
+        Message::CatchUpResponse(blocks) => {
+            if blocks.len() > CATCH_UP_BLOCKS_MAX {
+                return Err(Rejected::BadCatchUp {
+                    reason: format!("{} blocks, limit {}", blocks.len(), CATCH_UP_BLOCKS_MAX),
+                });
+            }
+            let mut checks = 0;
+            for b in blocks {
+                if b.certificate.votes.len() > ctx.validators.len() {
+                    return Err(Rejected::BadCatchUp {
+                        reason: format!("a certificate with {} votes", b.certificate.votes.len()),
+                    });
+                }
+                checks += b.certificate.votes.len();
+            }
+            Ok(checks)
+        }
+    }
+}
+
+/// Turns a message from `from` into a [`VerifiedMessage`], or says why not:
+/// [`precheck_message`] first, then the signatures, batches and certificates.
 /// Pure and thread-safe: the node runs it off the consensus loop.
 pub fn verify_message(
     from: ValidatorIndex,
     message: Message,
     ctx: &VerifyContext<'_>,
 ) -> Result<VerifiedMessage, Rejected> {
-    if ctx.validators.key(from).is_none() {
-        return Err(Rejected::UnknownSigner { what: "sender" });
-    }
+    // Cheap checks first: a message refused here costs no signature check.
+    precheck_message(from, &message, ctx)?;
     let mut tx_hashes = Vec::new();
     match &message {
         Message::PrePrepare { pre_prepare, batch } => {
@@ -461,6 +709,7 @@ pub fn verify_message(
         Message::Commit(s) => check_one(s, "commit", ctx)?,
         Message::Checkpoint(s) => check_one(s, "checkpoint", ctx)?,
         Message::NewViewRequest(s) => check_one(s, "new-view request", ctx)?,
+        Message::Complaint(s) => check_one(s, "complaint", ctx)?,
         Message::CatchUpRequest(s) => check_one(s, "catch-up request", ctx)?,
         Message::ViewChange(s) => {
             check_one(s, "view-change", ctx)?;
@@ -477,11 +726,6 @@ pub fn verify_message(
             }
         }
         Message::CatchUpResponse(blocks) => {
-            if blocks.len() > CATCH_UP_BLOCKS_MAX {
-                return Err(Rejected::BadCatchUp {
-                    reason: format!("{} blocks, limit {}", blocks.len(), CATCH_UP_BLOCKS_MAX),
-                });
-            }
             for b in blocks {
                 verify_committed(b, ctx)?;
             }

@@ -29,9 +29,7 @@ impl Replica {
             self.note_peer_view(from, view);
             // Others work in a view we have not entered: what they commit
             // we can fetch meanwhile.
-            if seq <= self.high() {
-                self.highest_seen = self.highest_seen.max(seq);
-            }
+            self.note_peer_height(from, seq);
             return Err(Rejected::FutureView {
                 view,
                 current: self.view,
@@ -40,18 +38,14 @@ impl Replica {
         if view < self.view {
             // Others are still working in an older view (we left it alone,
             // or were cut off): what they commit we can fetch.
-            if seq <= self.high() {
-                self.highest_seen = self.highest_seen.max(seq);
-            }
+            self.note_peer_height(from, seq);
             return Err(Rejected::StaleView {
                 view,
                 current: self.view,
             });
         }
         if !self.in_window(seq) {
-            if seq > self.high() {
-                self.highest_seen = self.highest_seen.max(seq);
-            }
+            self.note_peer_height(from, seq);
             return Err(Rejected::OutsideWindow {
                 seq,
                 low: self.low(),
@@ -99,6 +93,15 @@ impl Replica {
             },
         );
         self.check_view_and_window(from, view, seq)?;
+        // Over our limits, a batch could make our VIEW-CHANGE, which must
+        // carry it once prepared, too large to send (Config::validate).
+        let bytes: u64 = batch.txs.iter().map(crate::tx_len).sum();
+        if batch.txs.len() > self.cfg.batch_txs_max || bytes > self.cfg.batch_bytes_max {
+            return Err(Rejected::BatchTooLarge {
+                txs: batch.txs.len(),
+                max: self.cfg.batch_txs_max,
+            });
+        }
         if let Some(existing) = self.log.get(&seq).and_then(|s| s.digest()) {
             if existing == digest {
                 // A retransmission: the primary may have missed our prepare.
@@ -182,7 +185,7 @@ impl Replica {
                 reason: "the primary does not send prepares".into(),
             });
         }
-        self.highest_seen = self.highest_seen.max(seq);
+        self.note_peer_height(signer, seq);
         let slot = self.slot(seq);
         if slot.prepares.contains_key(&signer) {
             return Ok(());
@@ -213,7 +216,7 @@ impl Replica {
             return Ok(()); // already delivered; a late or repeated vote
         }
         self.check_view_and_window(from, view, seq)?;
-        self.highest_seen = self.highest_seen.max(seq);
+        self.note_peer_height(signer, seq);
         let slot = self.slot(seq);
         if slot.commits.contains_key(&signer) {
             return Ok(());

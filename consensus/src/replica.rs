@@ -54,15 +54,19 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Defaults tuned for a LAN or loopback testnet.
+    /// Defaults tuned for a LAN or loopback testnet. The batch byte limit
+    /// is the largest (up to 512 KiB) for which a view change of a full
+    /// window of full batches fits one message ([`Config::new_view_bytes_max`]).
     pub fn new(chain_id: impl Into<String>, validators: ValidatorSet) -> Config {
+        let n = validators.len();
+        let window = 32;
         Config {
             chain_id: chain_id.into(),
             validators,
             checkpoint_interval: 16,
-            window: 64,
+            window,
             batch_txs_max: 1024,
-            batch_bytes_max: 512 * 1024,
+            batch_bytes_max: batch_bytes_fitting(n, window).min(512 * 1024),
             batch_delay_ms: 5,
             pipeline_max: 8,
             propose_timeout_ms: 1000,
@@ -106,6 +110,22 @@ impl Config {
                 "must hold the largest transaction and fit a quarter of a message",
             );
         }
+        if self.new_view_bytes_max() > crate::MESSAGE_BYTES_MAX {
+            return Err(ConfigError::Invalid {
+                field: "batch_bytes_max",
+                reason: format!(
+                    "a NEW-VIEW of a full window ({}) of full batches ({} bytes) from {} validators \
+                     would be {} bytes, over the {}-byte message limit: at most {} bytes per batch \
+                     with this window",
+                    self.window,
+                    self.batch_bytes_max,
+                    self.validators.len(),
+                    self.new_view_bytes_max(),
+                    crate::MESSAGE_BYTES_MAX,
+                    batch_bytes_fitting(self.validators.len(), self.window)
+                ),
+            });
+        }
         if self.pipeline_max == 0 || self.pipeline_max > self.window {
             return bad("pipeline_max", "must be between 1 and window");
         }
@@ -125,6 +145,62 @@ impl Config {
         self.quorum_override
             .unwrap_or_else(|| self.validators.quorum())
     }
+
+    /// The largest encoded VIEW-CHANGE an honest replica sends: a stable
+    /// checkpoint certificate and a prepared proof of a full batch for
+    /// every seq of the window. Backups refuse batches over
+    /// `batch_bytes_max` or `batch_txs_max`, so nothing larger is prepared.
+    pub fn view_change_bytes_max(&self) -> u64 {
+        view_change_bytes(
+            self.validators.len() as u64,
+            self.window,
+            self.batch_bytes_max,
+        )
+    }
+
+    /// The largest encoded NEW-VIEW an honest primary sends: 2f + 1 of the
+    /// largest VIEW-CHANGEs and a re-issued pre-prepare per seq. `validate`
+    /// refuses parameters for which it exceeds the message limit.
+    pub fn new_view_bytes_max(&self) -> u64 {
+        new_view_bytes(
+            self.validators.len() as u64,
+            self.window,
+            self.batch_bytes_max,
+        )
+    }
+}
+
+/// Encoded sizes of the parts of a view change (canonical bincode: 8-byte
+/// lengths and integers, fixed-size keys, digests and signatures).
+const SIGNED_VOTE_BYTES: u64 = (8 + 8 + 32) + 32 + 64;
+const SIGNED_CHECKPOINT_BYTES: u64 = (8 + 32 + 32) + 32 + 64;
+const SIGNATURE_BYTES: u64 = 32 + 64;
+
+fn view_change_bytes(n: u64, window: u64, batch_bytes: u64) -> u64 {
+    let batch = 8 + batch_bytes + 8;
+    let proof = SIGNED_VOTE_BYTES + batch + 8 + n.saturating_sub(1) * SIGNED_VOTE_BYTES;
+    let checkpoint = 1 + (8 + 32 + 32) + 8 + n * SIGNED_CHECKPOINT_BYTES;
+    4 + 8 + checkpoint + 8 + window * proof + SIGNATURE_BYTES
+}
+
+fn new_view_bytes(n: u64, window: u64, batch_bytes: u64) -> u64 {
+    let quorum = 2 * ((n.max(1) - 1) / 3) + 1;
+    4 + 8
+        + 8
+        + quorum * view_change_bytes(n, window, batch_bytes)
+        + 8
+        + window * SIGNED_VOTE_BYTES
+        + SIGNATURE_BYTES
+}
+
+/// The largest batch size (a multiple of 1 KiB) for which the largest
+/// NEW-VIEW fits the message limit.
+pub fn batch_bytes_fitting(n: usize, window: u64) -> u64 {
+    let fixed = new_view_bytes(n as u64, window, 0);
+    let quorum = 2 * ((n.max(1) as u64 - 1) / 3) + 1;
+    let per_byte = quorum * window;
+    let room = crate::MESSAGE_BYTES_MAX.saturating_sub(fixed) / per_byte.max(1);
+    room / 1024 * 1024
 }
 
 /// The three vote phases, and the others a validator signs.
@@ -366,8 +442,14 @@ pub struct Replica {
     pub(crate) checkpoint_votes:
         BTreeMap<SeqNum, BTreeMap<ValidatorIndex, Signed<crate::Checkpoint>>>,
 
-    /// VIEW-CHANGE messages by target view, then sender.
+    /// VIEW-CHANGE messages by target view, then sender: at most one per
+    /// sender (its highest), so a sender can make us hold one VIEW-CHANGE.
     pub(crate) view_changes: BTreeMap<View, BTreeMap<ValidatorIndex, Signed<ViewChange>>>,
+    /// The highest view each validator (us included) complained for, above
+    /// our view: at most one entry per validator.
+    pub(crate) complaints: BTreeMap<ValidatorIndex, View>,
+    /// Our own complaint, resent while we wait for others to agree.
+    pub(crate) own_complaint: Option<Signed<crate::Complaint>>,
     /// The NEW-VIEW we entered the current view with (None in view 0).
     pub(crate) new_view: Option<Signed<NewView>>,
     /// Consecutive failed views: the view timeout is base × 2^this.
@@ -408,12 +490,22 @@ pub struct Replica {
     pub(crate) last_full_batch_ms: Option<u64>,
     /// When we last handed out a Commit, and the highest seq peers vote on.
     pub(crate) last_delivery_ms: u64,
+    /// The highest seq proven committed or certified (by 2f + 1
+    /// signatures, or by our own commit): a catch-up target.
     pub(crate) highest_seen: SeqNum,
+    /// The highest seq each validator voted on: a claim, not a proof. The
+    /// (f + 1)-th highest is vouched for by an honest one, so one traitor
+    /// claiming any height cannot set our catch-up target.
+    pub(crate) peer_heights: BTreeMap<ValidatorIndex, SeqNum>,
+    /// Each validator's highest checkpoint vote above the seqs we keep
+    /// votes for: one per validator, so a replica far behind can still
+    /// assemble a quorum for where the others are.
+    pub(crate) far_checkpoints: BTreeMap<ValidatorIndex, Signed<crate::Checkpoint>>,
 
     /// The first signed vote seen per (signer, view, seq, phase), for evidence.
     pub(crate) seen_votes: BTreeMap<(ValidatorIndex, View, SeqNum, Phase), Message>,
-    /// Validators already reported, per (view, seq, phase).
-    pub(crate) reported: BTreeSet<(ValidatorIndex, View, SeqNum, Phase)>,
+    /// Validators already reported, per (view, phase): one record each.
+    pub(crate) reported: BTreeSet<(ValidatorIndex, View, Phase)>,
     /// The catch-up target and when we last asked.
     pub(crate) catch_up_target: Option<SeqNum>,
     pub(crate) catch_up_asked_ms: Option<u64>,
@@ -471,6 +563,8 @@ impl Replica {
             own_checkpoints: BTreeMap::new(),
             checkpoint_votes: BTreeMap::new(),
             view_changes: BTreeMap::new(),
+            complaints: BTreeMap::new(),
+            own_complaint: None,
             new_view: None,
             failed_views: 0,
             progress_deadline: None,
@@ -490,6 +584,8 @@ impl Replica {
             last_full_batch_ms: None,
             last_delivery_ms: 0,
             highest_seen: committed,
+            peer_heights: BTreeMap::new(),
+            far_checkpoints: BTreeMap::new(),
             seen_votes: BTreeMap::new(),
             reported: BTreeSet::new(),
             catch_up_target: None,
@@ -658,6 +754,7 @@ impl Replica {
             Message::Commit(c) => self.on_commit(from, c),
             Message::Checkpoint(c) => self.on_checkpoint(from, c),
             Message::ViewChange(vc) => self.on_view_change(from, vc),
+            Message::Complaint(c) => self.on_complaint(from, c),
             Message::NewView(nv) => self.on_new_view(from, nv),
             Message::NewViewRequest(r) => self.on_new_view_request(from, r),
             Message::CatchUpRequest(r) => self.on_catch_up_request(from, r),
@@ -684,6 +781,8 @@ impl Replica {
                 self.set_timer(Timer::Retransmit, self.now_ms + self.cfg.retransmit_ms);
                 self.retransmit_normal();
                 self.retransmit_view_change();
+                self.retransmit_complaint();
+                self.retransmit_checkpoint();
                 self.check_behind();
                 self.sync_view();
                 self.check_primary();
@@ -729,6 +828,25 @@ impl Replica {
 
     pub fn is_view_changing(&self) -> bool {
         self.mode == Mode::ViewChanging
+    }
+
+    /// How many VIEW-CHANGEs of others we hold (for tests and diagnostics):
+    /// at most one per validator.
+    pub fn view_changes_held(&self) -> usize {
+        self.view_changes
+            .values()
+            .flat_map(|by_sender| by_sender.keys())
+            .filter(|sender| **sender != self.me)
+            .count()
+    }
+
+    /// The view we complained for (suspecting our primary) while still
+    /// working in the current one, if any.
+    pub fn complained_for(&self) -> Option<View> {
+        self.complaints
+            .get(&self.me)
+            .copied()
+            .filter(|v| *v > self.view)
     }
 
     pub fn primary(&self) -> ValidatorIndex {
@@ -946,7 +1064,12 @@ impl Replica {
         digest: Digest,
         message: Message,
     ) {
-        if seq <= self.low() {
+        // Only votes inside the window and near our view are remembered:
+        // a traitor voting on every seq far ahead, or in every view of the
+        // horizon, cannot grow this table. What we remember is bounded by
+        // n × window × 3 phases × the views kept (ours, the one before and
+        // the one after).
+        if !self.in_window(seq) || view.0 > self.view.0 + 1 || view.0 + 1 < self.view.0 {
             return;
         }
         let key = (signer, view, seq, phase);
@@ -955,7 +1078,10 @@ impl Replica {
                 self.seen_votes.insert(key, message);
             }
             Some(first) if vote_digest(first) != Some(digest) => {
-                if self.reported.insert(key) {
+                // One evidence record per (validator, view, phase): one
+                // proof is enough, and a traitor signing conflicting pairs
+                // for every seq must not write a record for each.
+                if self.reported.insert((signer, view, phase)) {
                     let validator = *self.cfg.validators.key(signer).expect("known signer");
                     self.out.push(Output::Evidence(Box::new(Evidence {
                         validator,
@@ -977,9 +1103,9 @@ impl Replica {
         self.prepared.retain(|s, _| *s > low);
         self.guard.retain(|(_, s, _), _| *s > low);
         self.seen_votes.retain(|(_, _, s, _), _| *s > low);
-        self.reported.retain(|(_, _, s, _)| *s > low);
         self.own_checkpoints.retain(|s, _| *s >= low);
         self.checkpoint_votes.retain(|s, _| *s > low);
+        self.far_checkpoints.retain(|_, v| v.payload.seq > low);
         self.catch_up_buffer.retain(|s, _| *s > self.committed);
         self.out.push(Output::PruneWal { below: low.next() });
     }

@@ -497,6 +497,7 @@ fn corrupt_signature(message: Message) -> Message {
         Message::Commit(s) => Message::Commit(flip(s)),
         Message::Checkpoint(s) => Message::Checkpoint(flip(s)),
         Message::ViewChange(s) => Message::ViewChange(flip(s)),
+        Message::Complaint(s) => Message::Complaint(flip(s)),
         Message::NewView(s) => Message::NewView(flip(s)),
         Message::NewViewRequest(s) => Message::NewViewRequest(flip(s)),
         Message::CatchUpRequest(s) => Message::CatchUpRequest(flip(s)),

@@ -11,8 +11,8 @@
 
 use crate::replica::{Event, Mode, Output, Phase};
 use crate::{
-    Batch, CheckpointCertificate, Message, NewView, NewViewRequest, PrePrepare, Rejected, Replica,
-    SeqNum, ValidatorIndex, View, ViewChange, WalEntry,
+    Batch, CheckpointCertificate, Complaint, Message, NewView, NewViewRequest, PrePrepare,
+    Rejected, Replica, SeqNum, ValidatorIndex, View, ViewChange, WalEntry,
 };
 use phalanx_crypto::{Digest, Signed};
 use std::collections::BTreeMap;
@@ -92,18 +92,129 @@ impl Replica {
                 return;
             }
             self.failed_views = self.failed_views.saturating_add(1);
+            let target = self.view.next();
+            self.start_view_change(target, reason);
+            return;
         }
-        let target = self.view.next();
-        self.start_view_change(target, reason);
+        // In the normal case a timeout is a suspicion, not a departure:
+        // complain, keep working, and leave only with 2f + 1.
+        self.complain(self.view.next(), reason);
     }
 
     /// Runs on every retransmit tick: suspects a primary that leaves
     /// requests out or proposes too slowly.
     pub(crate) fn check_primary(&mut self) {
         if let Some(reason) = self.primary_overdue() {
-            let view = self.view;
-            self.emit(Event::PrimarySuspected { view, reason });
-            self.start_view_change(view.next(), "suspected the primary");
+            self.complain(self.view.next(), reason);
+        }
+    }
+
+    /// We suspect the primary of our view: broadcast a COMPLAINT for
+    /// `target` and keep working in our view (BFT-SMaRt's STOP). We leave
+    /// only once 2f + 1 validators complained ([`Replica::tally_complaints`]).
+    ///
+    /// Why not leave at once, as PBFT does: a VIEW-CHANGE, once sent, is
+    /// part of the record (it lists what we prepared, and a NEW-VIEW may be
+    /// built from it), so after sending one we may never vote in the old
+    /// view again. A replica that was cut off for a few seconds and
+    /// suspected a primary the others still follow then sat alone in the
+    /// next view for good, following the chain only by catch-up: the chain
+    /// ran with no fault margin. A complaint carries no state, so it binds
+    /// us to nothing: until 2f + 1 agree, we go on voting where we are.
+    pub(crate) fn complain(&mut self, target: View, reason: &'static str) {
+        if self.mode != Mode::Normal || target <= self.view {
+            return;
+        }
+        if self.complaints.get(&self.me).is_some_and(|v| *v >= target) {
+            return;
+        }
+        let view = self.view;
+        self.emit(Event::PrimarySuspected { view, reason });
+        self.complaints.insert(self.me, target);
+        let signed = self.sign(Complaint { new_view: target });
+        self.own_complaint = Some(signed.clone());
+        self.broadcast(Message::Complaint(signed));
+        self.tally_complaints();
+    }
+
+    /// A COMPLAINT from a peer. Complaints are not relayed, so the signer
+    /// must be the sender; one is kept per sender (its highest view).
+    pub(crate) fn on_complaint(
+        &mut self,
+        from: ValidatorIndex,
+        c: Signed<Complaint>,
+    ) -> Result<(), Rejected> {
+        if self.index_of(&c.signer) != Some(from) {
+            return Err(Rejected::UnknownSigner {
+                what: "complaint not signed by its sender",
+            });
+        }
+        let v = c.payload.new_view;
+        if v <= self.view {
+            return Ok(()); // about a view we have already left
+        }
+        if v.0 > self.view.0 + VIEW_CHANGES_AHEAD_MAX {
+            return Err(Rejected::FutureView {
+                view: v,
+                current: self.view,
+            });
+        }
+        let entry = self.complaints.entry(from).or_insert(v);
+        *entry = (*entry).max(v);
+        self.tally_complaints();
+        Ok(())
+    }
+
+    /// The complaints (and VIEW-CHANGEs, which are stronger complaints)
+    /// above our view, one per validator: the view each asked for.
+    fn complaint_views(&self) -> Vec<View> {
+        let mut by_sender: BTreeMap<ValidatorIndex, View> = self
+            .complaints
+            .iter()
+            .filter(|(_, v)| **v > self.view)
+            .map(|(s, v)| (*s, *v))
+            .collect();
+        for (view, senders) in self.view_changes.range(self.view.next()..) {
+            for sender in senders.keys() {
+                let e = by_sender.entry(*sender).or_insert(*view);
+                *e = (*e).max(*view);
+            }
+        }
+        let mut views: Vec<View> = by_sender.into_values().collect();
+        views.sort_unstable_by(|a, b| b.cmp(a));
+        views
+    }
+
+    /// BFT-SMaRt's rules for STOP: with f + 1 complaints (one of them
+    /// honest) we complain too, so that every honest replica hears 2f + 1;
+    /// with 2f + 1 (f + 1 of them honest, who keep complaining until they
+    /// leave) we leave for the highest view that many asked for. Every
+    /// honest replica then reaches 2f + 1 too: none is left behind alone.
+    pub(crate) fn tally_complaints(&mut self) {
+        if self.mode != Mode::Normal {
+            return;
+        }
+        let views = self.complaint_views();
+        let quorum = self.cfg.quorum();
+        let weak = self.cfg.validators.weak_quorum();
+        if views.len() >= quorum {
+            let target = views[quorum - 1];
+            self.start_view_change(target, "2f + 1 validators complained about the primary");
+        } else if views.len() >= weak {
+            self.complain(
+                views[weak - 1],
+                "f + 1 validators complained about the primary",
+            );
+        }
+    }
+
+    /// Resends our complaint while we wait for others to agree.
+    pub(crate) fn retransmit_complaint(&mut self) {
+        if self.mode != Mode::Normal || self.complained_for().is_none() {
+            return;
+        }
+        if let Some(c) = self.own_complaint.clone() {
+            self.broadcast(Message::Complaint(c));
         }
     }
 
@@ -117,6 +228,7 @@ impl Replica {
         }
         self.view = target;
         self.mode = Mode::ViewChanging;
+        self.complaints.retain(|_, v| *v > target);
         self.log.clear();
         self.reset_in_flight([]);
         self.batch_deadline = None;
@@ -135,10 +247,7 @@ impl Replica {
             entered: false,
         }));
         let signed = self.sign(vc);
-        self.view_changes
-            .entry(target)
-            .or_default()
-            .insert(self.me, signed.clone());
+        self.hold_own_view_change(target, signed.clone());
         self.broadcast(Message::ViewChange(signed));
         self.emit(Event::ViewChangeStarted { to: target, reason });
         self.progress_deadline = None;
@@ -161,11 +270,18 @@ impl Replica {
                 .collect(),
         };
         let signed = self.sign(vc);
-        self.view_changes
-            .entry(target)
-            .or_default()
-            .insert(self.me, signed.clone());
+        self.hold_own_view_change(target, signed.clone());
         self.broadcast(Message::ViewChange(signed));
+    }
+
+    /// Keeps our own VIEW-CHANGE for `target`, replacing any earlier one.
+    fn hold_own_view_change(&mut self, target: View, vc: Signed<ViewChange>) {
+        let me = self.me;
+        self.view_changes.retain(|_, by_sender| {
+            by_sender.remove(&me);
+            !by_sender.is_empty()
+        });
+        self.view_changes.entry(target).or_default().insert(me, vc);
     }
 
     pub(crate) fn on_view_change(
@@ -193,13 +309,33 @@ impl Replica {
                 current: self.view,
             });
         }
-        let by_view = self.view_changes.entry(v).or_default();
-        if by_view.contains_key(&signer) {
-            return Ok(());
+        // One VIEW-CHANGE per sender, its highest: a sender that moved on
+        // to a later view has left the earlier one, and a traitor can make
+        // us hold one of its VIEW-CHANGEs, not one per view of the horizon.
+        let held = self
+            .view_changes
+            .iter()
+            .find(|(_, by_sender)| by_sender.contains_key(&signer))
+            .map(|(view, _)| *view);
+        match held {
+            Some(h) if h >= v => return Ok(()),
+            Some(h) => {
+                if let Some(by_sender) = self.view_changes.get_mut(&h) {
+                    by_sender.remove(&signer);
+                    if by_sender.is_empty() {
+                        self.view_changes.remove(&h);
+                    }
+                }
+            }
+            None => {}
         }
-        by_view.insert(signer, vc.clone());
+        self.view_changes
+            .entry(v)
+            .or_default()
+            .insert(signer, vc.clone());
         self.note_nested_pre_prepares(&vc.payload);
         self.join_higher_view_changes();
+        self.tally_complaints();
         self.try_send_new_view();
         Ok(())
     }
@@ -349,6 +485,7 @@ impl Replica {
         let view = nv.payload.view;
         self.view = view;
         self.mode = Mode::Normal;
+        self.complaints.retain(|_, v| *v > view);
         self.view_entered_ms = self.now_ms;
         self.propose_delay_ewma_ms = 0;
         self.propose_delay_samples = 0;
@@ -385,6 +522,10 @@ impl Replica {
             .max(self.low())
             .next();
         self.view_changes.retain(|v, _| *v > view);
+        // Votes and reports of views before the previous one are no longer
+        // remembered (note_vote keeps only views near ours).
+        self.seen_votes.retain(|(_, v, _, _), _| v.0 + 1 >= view.0);
+        self.reported.retain(|(_, v, _)| v.0 + 1 >= view.0);
         self.out
             .push(Output::Persist(WalEntry::NewView(Box::new(nv.clone()))));
         self.new_view = Some(nv);

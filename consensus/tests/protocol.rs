@@ -66,6 +66,8 @@ fn backup_steps_persist_before_send_before_commit() {
     let ctx = VerifyContext {
         chain_id: CHAIN,
         validators: &net.cfg.validators,
+        window: net.cfg.window,
+        horizon: None,
         known_good_txs: None,
     };
     let v = verify_message(ValidatorIndex(0), pp_msg, &ctx).unwrap();
@@ -161,6 +163,8 @@ fn bad_normal_case_messages_are_rejected_with_reasons() {
     let ctx = VerifyContext {
         chain_id: CHAIN,
         validators: &ctx_validators,
+        window: net.cfg.window,
+        horizon: None,
         known_good_txs: None,
     };
     let digest = Batch::null().digest();
@@ -225,8 +229,21 @@ fn bad_normal_case_messages_are_rejected_with_reasons() {
         ),
     ];
     for (name, message, want) in cases {
-        let v = verify_message(ValidatorIndex(2), message, &ctx)
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        // Sent by its signer; refused by the cheap checks before any
+        // signature, or by the replica.
+        let signer = match &message {
+            Message::PrePrepare { pre_prepare, .. } => pre_prepare.signer,
+            Message::Prepare(p) => p.signer,
+            _ => unreachable!(),
+        };
+        let from = net.cfg.validators.index_of(&signer).unwrap();
+        let v = match verify_message(from, message, &ctx) {
+            Ok(v) => v,
+            Err(e) => {
+                assert_eq!(e.reason(), want, "{name}: refused before the replica");
+                continue;
+            }
+        };
         let out = net.input(1, Input::Message(v));
         let got: Vec<&str> = out
             .iter()
@@ -521,6 +538,8 @@ fn new_view_with_wrong_pre_prepares_is_rejected() {
     let ctx = VerifyContext {
         chain_id: CHAIN,
         validators: &validators,
+        window: net.cfg.window,
+        horizon: None,
         known_good_txs: None,
     };
     let primary_key = net.keys[1].clone();
@@ -705,6 +724,8 @@ fn a_catch_up_block_altered_after_its_certificate_is_rejected() {
     let ctx = VerifyContext {
         chain_id: CHAIN,
         validators: &net.cfg.validators,
+        window: net.cfg.window,
+        horizon: None,
         known_good_txs: None,
     };
     let answer = |b: CommittedBatch| Message::CatchUpResponse(vec![b]);
@@ -777,6 +798,8 @@ fn conflicting_pre_prepares_become_evidence() {
     let ctx = VerifyContext {
         chain_id: CHAIN,
         validators: &validators,
+        window: net.cfg.window,
+        horizon: None,
         known_good_txs: None,
     };
     let tx = net.transfer(0);
@@ -854,6 +877,8 @@ fn unprepared_batch_is_proposed_again_after_a_view_change() {
     let ctx = VerifyContext {
         chain_id: CHAIN,
         validators: &net.cfg.validators,
+        window: net.cfg.window,
+        horizon: None,
         known_good_txs: None,
     };
     let verified = |from: u16, m: Message| verify_message(ValidatorIndex(from), m, &ctx).unwrap();
@@ -890,12 +915,33 @@ fn unprepared_batch_is_proposed_again_after_a_view_change() {
         matches!(o, Output::Broadcast(Message::Prepare(_)))
     });
 
-    // Step 3: nothing prepares; the view times out, and replicas 2 and 3
-    // move to view 1 too.
+    // Step 3: nothing prepares; the view times out. Replica 1 complains
+    // but stays in view 0 until 2f + 1 complained (replicas 2 and 3 too),
+    // then moves to view 1 with them.
     let out = r1.handle(5000, Input::Timer(Timer::Progress));
-    position(&out, "step 3: our view-change", |o| {
-        matches!(o, Output::Broadcast(Message::ViewChange(_)))
+    position(&out, "step 3: our complaint", |o| {
+        matches!(o, Output::Broadcast(Message::Complaint(_)))
     });
+    assert!(
+        !out.iter()
+            .any(|o| matches!(o, Output::Broadcast(Message::ViewChange(_)))),
+        "step 3: one complaint is not a view change"
+    );
+    assert_eq!(r1.view(), View(0), "step 3: still in view 0");
+    let mut out = Vec::new();
+    for i in [2u16, 3] {
+        let c = Signed::sign(
+            Complaint { new_view: View(1) },
+            &net.keys[i as usize],
+            CHAIN,
+        );
+        out.extend(r1.handle(5001, Input::Message(verified(i, Message::Complaint(c)))));
+    }
+    position(
+        &out,
+        "step 3: our view-change after 2f + 1 complaints",
+        |o| matches!(o, Output::Broadcast(Message::ViewChange(_))),
+    );
     let mut view_1 = Vec::new();
     for i in [2u16, 3] {
         let vc = Signed::sign(
@@ -978,6 +1024,8 @@ fn prepared_proofs_in_view_changes_are_checked_part_by_part() {
     let ctx = VerifyContext {
         chain_id: CHAIN,
         validators: &validators,
+        window: net.cfg.window,
+        horizon: None,
         known_good_txs: None,
     };
     let check = |p: PreparedProof| {
@@ -1090,4 +1138,187 @@ fn a_backlog_cleared_with_full_batches_is_not_counted_as_slowness() {
     for i in 1..4 {
         assert!(!suspected(&net, i), "events: {:?}", net.events);
     }
+}
+
+/// A backup cut off for 8 s suspects the primary (it knows requests the
+/// primary never proposed, and its slots do not commit) and complains. The
+/// others' primary is fine, so they do not agree; after the cut heals the
+/// backup is still in view 0, votes again, and its signatures are in the
+/// commit certificates of the blocks that follow. (Before complaints it
+/// left for view 1 at once and sat there alone for good.)
+#[test]
+fn n4_f1_backup_cut_off_for_8s_is_back_in_the_quorum_after_healing() {
+    let mut net = Net::new(4);
+    for _ in 0..5 {
+        net.submit(4);
+        net.run_until(net.now + 50);
+    }
+    for j in 0..4 {
+        net.cut.insert((j, 3));
+        net.cut.insert((3, j));
+    }
+    let cut_at = net.now;
+    while net.now < cut_at + 8_000 {
+        net.submit(4);
+        net.run_until(net.now + 100);
+    }
+    assert!(
+        net.events
+            .iter()
+            .any(|(i, e)| i.0 == 3 && matches!(e, Event::PrimarySuspected { view: View(0), .. })),
+        "replica 3 suspected the primary while cut off"
+    );
+    assert_eq!(net.view_changes(), 0, "one complaint is not a view change");
+    assert_eq!(net.replica(3).view(), View(0));
+    assert!(!net.replica(3).is_view_changing());
+    net.cut.clear();
+    let healed_height = net.blocks[0].len() as u64;
+    let healed_at = net.now;
+    while net.now < healed_at + 5_000 {
+        net.submit(4);
+        net.run_until(net.now + 100);
+    }
+    for i in 0..4 {
+        assert_eq!(net.replica(i).view(), View(0), "replica {i} in view 0");
+        assert!(!net.replica(i).is_view_changing(), "replica {i}");
+    }
+    // It votes again: it signs commits for the blocks after healing, and
+    // the certificates it stores carry its own commit.
+    let after = healed_height + 5;
+    let voted = net
+        .signed
+        .keys()
+        .filter(|(i, v, seq, phase)| {
+            *i == 3 && *v == View(0) && seq.0 > after && *phase == Phase::Commit
+        })
+        .count();
+    let mine: Vec<_> = net
+        .signed
+        .keys()
+        .filter(|k| k.0 == 3)
+        .rev()
+        .take(5)
+        .collect();
+    assert!(
+        voted > 10,
+        "replica 3 signed {voted} commits after healing {after} {mine:?} {:?} low {:?}",
+        net.heights(),
+        net.replica(3).low_watermark()
+    );
+    let key3 = net.keys[3].public();
+    let in_certs = net.certs[3]
+        .iter()
+        .filter(|cb| cb.certificate.seq.0 > after)
+        .filter(|cb| cb.certificate.votes.iter().any(|v| v.signer == key3))
+        .count();
+    assert!(
+        in_certs > 10,
+        "replica 3 in {in_certs} certificates after healing"
+    );
+    net.assert_agreement();
+}
+
+/// The complaint rules: one complaint changes nothing; f + 1 make a replica
+/// complain too; 2f + 1 make it leave for the view they asked for.
+#[test]
+fn complaints_are_amplified_at_f_plus_1_and_acted_on_at_2f_plus_1() {
+    let net = Net::new(4);
+    let mut r0 = Replica::new(net.cfg.clone(), net.keys[0].clone()).unwrap();
+    let ctx = VerifyContext {
+        chain_id: CHAIN,
+        validators: &net.cfg.validators,
+        window: net.cfg.window,
+        horizon: None,
+        known_good_txs: None,
+    };
+    let complaint = |i: usize| {
+        let c = Signed::sign(Complaint { new_view: View(1) }, &net.keys[i], CHAIN);
+        Input::Message(
+            verify_message(ValidatorIndex(i as u16), Message::Complaint(c), &ctx).unwrap(),
+        )
+    };
+    let complained = |out: &[Output]| {
+        out.iter()
+            .any(|o| matches!(o, Output::Broadcast(Message::Complaint(_))))
+    };
+    let left = |out: &[Output]| {
+        out.iter()
+            .any(|o| matches!(o, Output::Broadcast(Message::ViewChange(_))))
+    };
+    let out = r0.handle(1, complaint(1));
+    assert!(
+        !complained(&out) && !left(&out),
+        "step 1: one complaint: {out:?}"
+    );
+    // A repeated complaint from the same validator still counts once.
+    let out = r0.handle(2, complaint(1));
+    assert!(
+        !complained(&out) && !left(&out),
+        "step 2: still one: {out:?}"
+    );
+    let out = r0.handle(3, complaint(2));
+    assert!(complained(&out), "step 3: f + 1 complaints: we join them");
+    assert!(left(&out), "step 3: with ours, 2f + 1: we leave");
+    assert_eq!(r0.view(), View(1));
+    assert!(r0.is_view_changing());
+    // A complaint signed by someone other than its sender is refused.
+    let c = Signed::sign(Complaint { new_view: View(1) }, &net.keys[2], CHAIN);
+    let relayed = verify_message(ValidatorIndex(3), Message::Complaint(c), &ctx);
+    assert!(
+        matches!(relayed, Err(Rejected::UnknownSigner { .. })),
+        "{relayed:?}"
+    );
+}
+
+/// One validator's vote for a height far above ours is a claim, not a
+/// proof: it does not make us catch up or report that we are behind. Votes
+/// from f + 1 validators (one of them honest) do start a catch-up.
+#[test]
+fn one_traitors_far_ahead_vote_does_not_set_the_catch_up_target() {
+    let net = Net::new(4);
+    let mut r0 = Replica::new(net.cfg.clone(), net.keys[0].clone()).unwrap();
+    let ctx = VerifyContext {
+        chain_id: CHAIN,
+        validators: &net.cfg.validators,
+        window: net.cfg.window,
+        horizon: None,
+        known_good_txs: None,
+    };
+    let commit_from = |i: usize, seq: u64| {
+        let c = Signed::sign(
+            Commit {
+                view: View(0),
+                seq: SeqNum(seq),
+                digest: phalanx_crypto::Digest([i as u8; 32]),
+            },
+            &net.keys[i],
+            CHAIN,
+        );
+        Input::Message(verify_message(ValidatorIndex(i as u16), Message::Commit(c), &ctx).unwrap())
+    };
+    r0.handle(1, commit_from(3, 1_000_000));
+    let mut t = 1;
+    for _ in 0..6 {
+        t += net.cfg.retransmit_ms;
+        r0.handle(t, Input::Timer(Timer::Retransmit));
+    }
+    assert!(!r0.is_catching_up(), "one claim does not set the target");
+    assert_eq!(r0.blocks_behind(), 0);
+    r0.handle(t, commit_from(2, 200));
+    let mut asked = Vec::new();
+    for _ in 0..3 {
+        t += net.cfg.retransmit_ms;
+        asked.extend(r0.handle(t, Input::Timer(Timer::Retransmit)));
+    }
+    assert!(
+        r0.is_catching_up(),
+        "f + 1 claims above us start a catch-up"
+    );
+    assert!(
+        asked.iter().all(|o| !matches!(
+            o,
+            Output::Send { message: Message::CatchUpRequest(r), .. } if r.payload.to.0 > 200
+        )),
+        "never past what f + 1 claim"
+    );
 }

@@ -502,6 +502,8 @@ async fn verify_consensus(
         let ctx = VerifyContext {
             chain_id: s.chain_id(),
             validators: &s.validators,
+            window: s.genesis.consensus.window,
+            horizon: None,
             known_good_txs: Some(&known),
         };
         let verified = verify_message(from, message, &ctx)?;

@@ -67,7 +67,7 @@ impl ClusterSpec {
             dir: dir.into(),
             traitors: Vec::new(),
             accounts: Vec::new(),
-            params: ConsensusParams::default(),
+            params: ConsensusParams::for_validators(validators),
             local_consensus: Vec::new(),
             host: "127.0.0.1".into(),
             dial_override: None,

@@ -257,6 +257,8 @@ impl Net {
         let ctx = VerifyContext {
             chain_id: CHAIN,
             validators: &self.cfg.validators,
+            window: self.cfg.window,
+            horizon: None,
             known_good_txs: None,
         };
         match verify_message(from, decoded, &ctx) {

@@ -213,6 +213,8 @@ pub fn sim_consensus_params() -> ConsensusParams {
         checkpoint_interval: 8,
         window: 32,
         batch_txs_max: 64,
+        // Small enough for a full-window view change to fit for n ≤ 10.
+        batch_bytes_max: 64 * 1024,
         batch_delay_ms: 5,
         pipeline_max: 4,
         propose_timeout_ms: 500,

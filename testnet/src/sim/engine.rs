@@ -648,6 +648,8 @@ impl Sim {
         let ctx = VerifyContext {
             chain_id: &self.consensus.chain_id,
             validators: &self.consensus.validators,
+            window: self.consensus.window,
+            horizon: None,
             known_good_txs: None,
         };
         verify_message(ValidatorIndex(from), message, &ctx).map_err(|r| r.reason())
