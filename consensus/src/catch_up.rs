@@ -107,6 +107,23 @@ impl Replica {
             to.0.min(self.committed.0)
                 .min(first.0 + CATCH_UP_BLOCKS_MAX as u64 - 1),
         );
+        // An honest replica asks for at most CATCH_UP_RANGES_IN_FLIGHT
+        // ranges per retransmit period, from different peers; twice that
+        // from one peer is a flood, answered no further this period.
+        let budget = 2 * (CATCH_UP_RANGES_IN_FLIGHT * CATCH_UP_BLOCKS_MAX) as u64;
+        let blocks = last.0 + 1 - first.0;
+        let now = self.now_ms;
+        let period = self.cfg.retransmit_ms;
+        let served = self.catch_up_served.entry(from).or_insert((now, 0));
+        if now.saturating_sub(served.0) >= period {
+            *served = (now, 0);
+        }
+        if served.1 + blocks > budget {
+            return Err(Rejected::RateLimited {
+                what: "catch-up request",
+            });
+        }
+        served.1 += blocks;
         self.out.push(crate::Output::ServeCatchUp {
             to: from,
             from: first,

@@ -245,6 +245,8 @@ pub enum Rejected {
     Duplicate,
     #[error("catch-up response: {reason}")]
     BadCatchUp { reason: String },
+    #[error("{what} from this validator over its rate")]
+    RateLimited { what: &'static str },
 }
 
 impl Rejected {
@@ -267,6 +269,7 @@ impl Rejected {
             Rejected::InvalidNewView { .. } => "invalid_new_view",
             Rejected::Duplicate => "duplicate",
             Rejected::BadCatchUp { .. } => "bad_catch_up",
+            Rejected::RateLimited { .. } => "rate_limited",
         }
     }
 }

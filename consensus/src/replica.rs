@@ -517,6 +517,12 @@ pub struct Replica {
     /// The highest height proven committed by 2f + 1 signatures (a
     /// checkpoint quorum or a commit certificate) that we have seen.
     pub(crate) proven_height: SeqNum,
+    /// When we last sent each validator a NEW-VIEW it asked for (or that a
+    /// late VIEW-CHANGE of its called for): at most one per retransmit period.
+    pub(crate) new_view_served_ms: BTreeMap<ValidatorIndex, u64>,
+    /// Catch-up blocks served to each validator in the current period:
+    /// (period start, blocks).
+    pub(crate) catch_up_served: BTreeMap<ValidatorIndex, (u64, u64)>,
     /// Committed batches received out of order during catch-up.
     pub(crate) catch_up_buffer: BTreeMap<SeqNum, CommittedBatch>,
 }
@@ -595,6 +601,8 @@ impl Replica {
             catch_up_backoff: 0,
             proven_height: committed,
             catch_up_buffer: BTreeMap::new(),
+            new_view_served_ms: BTreeMap::new(),
+            catch_up_served: BTreeMap::new(),
         };
         r.replay_wal(wal);
         Ok(r)

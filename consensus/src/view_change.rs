@@ -297,9 +297,7 @@ impl Replica {
             // A late VIEW-CHANGE for a view we are already in: help the
             // sender with the NEW-VIEW we entered it with.
             if v == self.view {
-                if let Some(nv) = self.new_view.clone() {
-                    self.send(from, Message::NewView(nv));
-                }
+                self.serve_new_view(from);
             }
             return Ok(());
         }
@@ -589,13 +587,39 @@ impl Replica {
         from: ValidatorIndex,
         r: Signed<NewViewRequest>,
     ) -> Result<(), Rejected> {
-        if let Some(nv) = &self.new_view {
-            if nv.payload.view >= r.payload.view && self.mode == Mode::Normal {
-                let nv = nv.clone();
-                self.send(from, Message::NewView(nv));
-            }
+        if self
+            .new_view
+            .as_ref()
+            .is_some_and(|nv| nv.payload.view >= r.payload.view)
+            && self.mode == Mode::Normal
+            && !self.serve_new_view(from)
+        {
+            return Err(Rejected::RateLimited {
+                what: "new-view request",
+            });
         }
         Ok(())
+    }
+
+    /// Sends our NEW-VIEW to `to`, at most once per retransmit period per
+    /// validator (a NEW-VIEW can weigh megabytes: a traitor asking for it
+    /// in a loop must not make us send one per request). False if it was
+    /// sent too recently.
+    fn serve_new_view(&mut self, to: ValidatorIndex) -> bool {
+        let Some(nv) = self.new_view.clone() else {
+            return true;
+        };
+        let now = self.now_ms;
+        if self
+            .new_view_served_ms
+            .get(&to)
+            .is_some_and(|t| now.saturating_sub(*t) < self.cfg.retransmit_ms)
+        {
+            return false;
+        }
+        self.new_view_served_ms.insert(to, now);
+        self.send(to, Message::NewView(nv));
+        true
     }
 
     /// Resends our VIEW-CHANGE while we wait for a NEW-VIEW.

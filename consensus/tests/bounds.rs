@@ -327,3 +327,49 @@ fn view_changes_for_every_view_of_the_horizon_are_held_once_per_sender() {
     assert_eq!(r0.view_changes_held(), 1);
     assert_eq!(r0.view(), View(0), "one validator does not move us");
 }
+
+/// Catch-up requests as fast as the link allows: one validator gets at
+/// most twice what an honest catching-up replica asks for per retransmit
+/// period; the rest is refused as rate-limited until the next period.
+#[test]
+fn catch_up_requests_are_served_within_a_budget_per_validator_and_period() {
+    let keys = keys(4);
+    let mut cfg = config(&keys);
+    cfg.retransmit_ms = 500;
+    // A replica whose chain is long enough to serve anything asked.
+    let mut r0 =
+        Replica::restore(cfg.clone(), keys[0].clone(), Vec::new(), SeqNum(100_000)).unwrap();
+    let ask = |from: usize, seq: u64| {
+        Message::CatchUpRequest(Signed::sign(
+            CatchUpRequest {
+                from: SeqNum(seq),
+                to: SeqNum(seq + 63),
+            },
+            &keys[from],
+            CHAIN,
+        ))
+    };
+    let mut served = 0u64;
+    let mut limited = 0;
+    for i in 0..100 {
+        let out = r0.handle(10, verified(&cfg, 3, ask(3, 1 + 64 * i)));
+        for o in &out {
+            match o {
+                Output::ServeCatchUp { from, to_seq, .. } => served += to_seq.0 + 1 - from.0,
+                Output::Rejected {
+                    reason: Rejected::RateLimited { .. },
+                    ..
+                } => limited += 1,
+                _ => {}
+            }
+        }
+    }
+    let budget = 2 * (CATCH_UP_RANGES_IN_FLIGHT as u64) * 64;
+    assert_eq!(served, budget, "one period's budget");
+    assert_eq!(limited, 100 - budget / 64);
+    // Another validator has its own budget; the flooder gets more later.
+    let out = r0.handle(20, verified(&cfg, 2, ask(2, 1)));
+    assert!(out.iter().any(|o| matches!(o, Output::ServeCatchUp { .. })));
+    let out = r0.handle(600, verified(&cfg, 3, ask(3, 1)));
+    assert!(out.iter().any(|o| matches!(o, Output::ServeCatchUp { .. })));
+}
