@@ -434,12 +434,26 @@ impl Sim {
     }
 
     /// Faults over, load stopped, and every honest validator (up) has
-    /// executed every transaction and reached the target height.
+    /// executed every transaction and reached the target height — and
+    /// takes part: it is in the honest validators' common view, not alone
+    /// in a view change (a chain that grows while one honest validator sits
+    /// out has lost its fault margin).
     fn is_done(&self) -> bool {
         if self.now_ms < self.cfg.quiet_ms() || self.load_running() {
             return false;
         }
         let expected: Vec<_> = self.workload.expected_nonces().collect();
+        let views: std::collections::BTreeSet<(u64, bool)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| self.checker.is_honest(*i as u16))
+            .filter_map(|(_, n)| n.participant.as_ref())
+            .map(|p| (p.replica().view().0, p.replica().is_view_changing()))
+            .collect();
+        if views.len() != 1 || views.iter().any(|(_, changing)| *changing) {
+            return false;
+        }
         self.nodes.iter().enumerate().all(|(i, n)| {
             if !self.checker.is_honest(i as u16) {
                 return true;
