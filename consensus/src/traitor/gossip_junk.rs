@@ -20,8 +20,13 @@ use super::Traitor;
 use crate::{Transaction, Transfer};
 use phalanx_crypto::{codec, Address, Keypair, Signed};
 
-/// Junk gossip messages per retransmit tick.
-pub const JUNK_MESSAGES_PER_TICK: usize = 2;
+/// Junk gossip messages per retransmit tick. One is already seconds of
+/// ed25519 per peer per tick at 16 MiB; more only piled up in the
+/// traitor's own gossip queues (measured: two per tick, an 8 s `bench
+/// --traitor 0=gossip-junk` on a dev build, the traitor's RSS 7.4 GiB, the
+/// honest nodes' ~0.5 GiB; one per tick: traitor 3.2 GiB, honest 2.5-2.8
+/// GiB, 6 of 200 tx/s committed — dev build on a loaded machine).
+pub const JUNK_MESSAGES_PER_TICK: usize = 1;
 /// Distinct (valid) sender keys the junk claims.
 pub const JUNK_SENDERS: u64 = 8;
 
