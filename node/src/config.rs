@@ -352,7 +352,8 @@ level = "{level}"
 
 # Test networks only (the genesis must say test_network = true): make this
 # validator a traitor. Behaviours: silent, equivocate, bad-signature,
-# wrong-digest, replay, bogus-view-change, flood, censor, slow-primary.
+# wrong-digest, replay, bogus-view-change, flood, censor, slow-primary,
+# newview-bomb, padded-view-change, future-votes, gossip-junk, request-spam.
 {byzantine}"#,
             listen = self.p2p.listen,
             max_message_bytes = self.p2p.max_message_bytes,

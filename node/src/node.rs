@@ -736,6 +736,10 @@ impl Driver {
         while let Some(input) = inputs.pop_front() {
             let now = self.now_ms();
             let outputs = self.participant.handle(now, input);
+            // A `gossip-junk` traitor's transaction gossip (test networks).
+            for txs in self.participant.take_gossip() {
+                self.shared.network.gossip_transactions(codec::encode(&txs));
+            }
             self.carry_out(outputs, &mut inputs)?;
         }
         self.update_status();

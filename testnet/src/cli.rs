@@ -59,7 +59,8 @@ fn default_dir(name: &str) -> PathBuf {
 pub struct UpArgs {
     #[arg(long, default_value_t = 4)]
     pub validators: usize,
-    /// Make a validator a traitor: NODE=BEHAVIOUR (repeatable).
+    /// Make a validator a traitor: NODE=BEHAVIOUR (repeatable); see
+    /// `bench --help` for the behaviours.
     #[arg(long = "traitor", value_parser = parse_traitor)]
     pub traitors: Vec<TraitorSpec>,
     /// Where keys, genesis, homes and logs go (default: a fresh temp dir).
@@ -358,6 +359,11 @@ pub struct BenchArgs {
     /// Ramp the offered rate up to find the highest one committed tx/s keeps up with.
     #[arg(long)]
     pub find_max: bool,
+    /// Make a validator a traitor: NODE=BEHAVIOUR (repeatable). Behaviours:
+    /// silent, equivocate, bad-signature, wrong-digest, replay,
+    /// bogus-view-change, flood, censor, slow-primary, and the attackers
+    /// newview-bomb, padded-view-change, future-votes, gossip-junk,
+    /// request-spam.
     #[arg(long = "traitor", value_parser = parse_traitor)]
     pub traitors: Vec<TraitorSpec>,
     /// Write the figures as JSON here.

@@ -51,7 +51,9 @@ struct SimArgs {
     #[arg(long, default_value_t = 1)]
     traitors: usize,
     /// Traitor behaviour (silent, equivocate, bad-signature, wrong-digest,
-    /// replay, bogus-view-change, flood, censor, slow-primary) or `random`.
+    /// replay, bogus-view-change, flood, censor, slow-primary; the attackers
+    /// newview-bomb, padded-view-change, future-votes, gossip-junk,
+    /// request-spam) or `random` (one of the first nine).
     #[arg(long, default_value = "random")]
     behaviour: BehaviourChoice,
     /// Faults to inject: none, net (partitions, loss), crash, all.

@@ -8,19 +8,20 @@
 
 use super::checker::{Checker, Violation};
 use super::config::{Fault, SimConfig};
+use super::cost;
 use super::describe::{describe_input, describe_output, output_kind};
 use super::network::{Fate, Network};
 use super::report::{Report, Stats};
 use super::trace::Trace;
 use super::workload::Workload;
 use phalanx_consensus::ledger::MemoryLedger;
-use phalanx_consensus::traitor::Participant;
+use phalanx_consensus::traitor::{Participant, Traitor};
 use phalanx_consensus::{
     tx_hash, verify_message, CommittedBatch, Config, Event as ReplicaEvent, Genesis,
-    GenesisValidator, Input, Message, Output, Replica, SeqNum, Timer, Transaction, ValidatorIndex,
-    VerifiedMessage, VerifyContext, WalEntry, CATCH_UP_BLOCKS_MAX,
+    GenesisValidator, Input, Message, Output, Replica, SeqNum, Timer, Transaction, Transfer,
+    ValidatorIndex, VerifiedMessage, VerifyContext, WalEntry, CATCH_UP_BLOCKS_MAX,
 };
-use phalanx_crypto::{codec, Digest, Keypair};
+use phalanx_crypto::{codec, AnyKey, Digest, Keypair, Signed};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use std::cell::Cell;
@@ -232,7 +233,10 @@ impl Sim {
 
     fn participant(&self, node: u16, replica: Replica) -> Participant {
         match self.cfg.traitor(node) {
-            Some(t) => Participant::traitor(replica, t.behaviour, t.trigger),
+            Some(t) => Traitor::new(replica, t.behaviour, t.trigger)
+                .with_limits(self.cfg.traitor_limits)
+                .until_ms(t.until_ms)
+                .into(),
             None => Participant::honest(replica),
         }
     }
@@ -298,6 +302,24 @@ impl Sim {
                 .nodes
                 .iter()
                 .map(|n| n.participant.as_ref().map(|p| p.replica().view().0))
+                .collect(),
+            view_changing: self
+                .nodes
+                .iter()
+                .map(|n| {
+                    n.participant
+                        .as_ref()
+                        .is_some_and(|p| p.replica().is_view_changing())
+                })
+                .collect(),
+            catching_up: self
+                .nodes
+                .iter()
+                .map(|n| {
+                    n.participant
+                        .as_ref()
+                        .is_some_and(|p| p.replica().is_catching_up())
+                })
                 .collect(),
             honest,
             agreed_height: self.checker.height(),
@@ -651,9 +673,28 @@ impl Sim {
             }
         };
         match verdict {
-            Ok(m) => self.step(to, Input::Message(m)),
+            Ok(m) => {
+                if !self.checker.is_honest(from) && self.checker.is_honest(to) {
+                    self.charge_traitor_message(m.message());
+                }
+                self.step(to, Input::Message(m))
+            }
             Err(reason) => *self.stats.verify_rejected.entry(reason).or_default() += 1,
         }
+    }
+
+    /// Records what a traitor's message, verified by an honest validator,
+    /// cost it in signature checks.
+    fn charge_traitor_message(&mut self, message: &Message) {
+        let count = cost::signatures(message);
+        *self
+            .stats
+            .traitor_verified
+            .entry(message.kind())
+            .or_default() += 1;
+        self.stats.traitor_signatures_verified_max =
+            self.stats.traitor_signatures_verified_max.max(count.total);
+        self.stats.traitor_signatures_repeated += count.repeated;
     }
 
     /// Decodes and verifies bytes from `from` exactly as a node would.
@@ -733,8 +774,61 @@ impl Sim {
             }
         }
         self.carry_out(node, outputs);
+        self.publish_traitor_gossip(node);
         if self.cfg.record_steps {
             self.steps.push((self.now_ms, node, self.step_outputs));
+        }
+    }
+
+    /// Publishes what a traitor queued for transaction gossip, as a node
+    /// does after every step. Its peers' admission checks every signature,
+    /// as `phalanx-node`'s mempool does (the verdict depends only on the
+    /// bytes, so it is computed once per message, not once per peer); only
+    /// what passes reaches their replicas, through the usual gossip path.
+    fn publish_traitor_gossip(&mut self, node: u16) {
+        let Some(p) = self.nodes[node as usize].participant.as_mut() else {
+            return;
+        };
+        for txs in p.take_gossip() {
+            let peers = (0..self.nodes.len() as u16)
+                .filter(|i| *i != node && self.nodes[*i as usize].up())
+                .count() as u64;
+            self.stats.traitor_gossip_txs += txs.len() as u64;
+            let total = txs.len();
+            let valid: Vec<Transaction> =
+                Signed::<Transfer>::verify_all(txs, SIM_CHAIN_ID, &AnyKey)
+                    .into_iter()
+                    .filter_map(|v| v.ok().map(|v| v.into_signed()))
+                    .filter(|tx| tx.payload.chain_id == SIM_CHAIN_ID)
+                    .collect();
+            self.stats.traitor_gossip_refused += (total - valid.len()) as u64 * peers;
+            self.trace.record(
+                self.now_ms,
+                node,
+                "gossip",
+                &[
+                    &(total as u64).to_le_bytes()[..],
+                    &(valid.len() as u64).to_le_bytes(),
+                ]
+                .concat(),
+            );
+            if valid.is_empty() {
+                continue;
+            }
+            let valid = Arc::new(valid);
+            let max = self.cfg.workload.gossip_delay_ms_max;
+            for peer in 0..self.nodes.len() as u16 {
+                if peer != node && self.nodes[peer as usize].up() {
+                    let delay = self.rng.gen_range(0..=max);
+                    self.schedule(
+                        self.now_ms + delay,
+                        Event::Gossip {
+                            node: peer,
+                            txs: valid.clone(),
+                        },
+                    );
+                }
+            }
         }
     }
 
@@ -782,6 +876,9 @@ impl Sim {
             Output::Send { to, message } => {
                 if honest {
                     self.checker.on_send(node, now, &message);
+                    if matches!(message, Message::NewView(_)) && !self.checker.is_honest(to.0) {
+                        *self.stats.new_views_to_traitors.entry(node).or_default() += 1;
+                    }
                 }
                 if (to.0 as usize) < self.nodes.len() {
                     self.send(node, &[to.0], &message);
@@ -814,6 +911,9 @@ impl Sim {
             }
             Output::Evidence(e) => {
                 self.stats.evidence += 1;
+                if honest {
+                    *self.stats.evidence_by_node.entry(node).or_default() += 1;
+                }
                 self.trace.record(
                     now,
                     node,
@@ -951,6 +1051,13 @@ impl Sim {
         }
         let blocks: Vec<CommittedBatch> = n.batches[(first - 1) as usize..last as usize].to_vec();
         self.stats.catch_up_served += 1;
+        if self.checker.is_honest(node) && !self.checker.is_honest(to) {
+            *self
+                .stats
+                .catch_up_served_to_traitors
+                .entry(node)
+                .or_default() += 1;
+        }
         self.send(node, &[to], &Message::CatchUpResponse(blocks));
     }
 
@@ -982,6 +1089,8 @@ pub fn run(cfg: SimConfig) -> Report {
         heights: vec![0; n],
         honest: vec![true; n],
         views: vec![None; n],
+        view_changing: vec![false; n],
+        catching_up: vec![false; n],
         agreed_height: 0,
         stats: Stats::default(),
         txs_created: 0,

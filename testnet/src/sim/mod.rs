@@ -24,12 +24,14 @@
 //! suspects the primary of leaving it out).
 //!
 //! Modules: [`config`] (what a run is made of), [`network`], [`workload`],
-//! [`checker`] (safety invariants), [`trace`] (the determinism digest),
+//! [`checker`] (safety invariants), [`cost`] (signature checks a message
+//! costs), [`trace`] (the determinism digest),
 //! [`engine`] (the event loop and driver), [`report`], [`describe`], [`scenario`] (a builder for
 //! tests), [`sweep`] (seed sweeps with random traitors and faults).
 
 pub mod checker;
 pub mod config;
+pub mod cost;
 pub mod describe;
 pub mod engine;
 pub mod network;
@@ -40,7 +42,10 @@ pub mod trace;
 pub mod workload;
 
 pub use checker::Violation;
-pub use config::{sim_consensus_params, Fault, NetConfig, SimConfig, TraitorSpec, WorkloadConfig};
+pub use config::{
+    sim_consensus_params, Fault, NetConfig, SimConfig, TraitorSpec, WorkloadConfig,
+    SIM_TRAITOR_MESSAGE_BYTES_MAX,
+};
 pub use engine::{run, Sim, SIM_CHAIN_ID};
 pub use report::{Report, Stats};
 pub use scenario::Scenario;

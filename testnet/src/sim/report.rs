@@ -32,6 +32,25 @@ pub struct Stats {
     /// Gossiped transactions a node's mempool refused (stale nonce, or
     /// already committed).
     pub mempool_refused: u64,
+    /// Evidence outputs per honest validator.
+    pub evidence_by_node: BTreeMap<u16, u64>,
+    /// Deliveries from a traitor to an honest validator that passed
+    /// verification, by message kind.
+    pub traitor_verified: BTreeMap<&'static str, u64>,
+    /// The most signatures one message from a traitor carried that an
+    /// honest validator verified (and so checked, every one).
+    pub traitor_signatures_verified_max: u64,
+    /// Signatures in verified traitor messages that repeat an entry of the
+    /// same message (each checked again), summed over deliveries.
+    pub traitor_signatures_repeated: u64,
+    /// Catch-up answers an honest validator sent to traitors, by sender.
+    pub catch_up_served_to_traitors: BTreeMap<u16, u64>,
+    /// NEW-VIEWs an honest validator sent to traitors, by sender.
+    pub new_views_to_traitors: BTreeMap<u16, u64>,
+    /// Transactions traitors gossiped, and how many of them (counted per
+    /// receiving validator) admission refused for a bad signature.
+    pub traitor_gossip_txs: u64,
+    pub traitor_gossip_refused: u64,
 }
 
 /// The outcome of one run.
@@ -46,6 +65,10 @@ pub struct Report {
     pub honest: Vec<bool>,
     /// Final view per validator, `None` if down at the end.
     pub views: Vec<Option<u64>>,
+    /// Per validator at the end: waiting for a NEW-VIEW, and catching up
+    /// toward a height it has not reached (false if down).
+    pub view_changing: Vec<bool>,
+    pub catching_up: Vec<bool>,
     /// Heights some honest validator committed.
     pub agreed_height: u64,
     pub stats: Stats,

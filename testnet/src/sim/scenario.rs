@@ -42,6 +42,28 @@ impl Scenario {
             node,
             behaviour,
             trigger,
+            until_ms: None,
+        });
+        self
+    }
+
+    /// A traitor that attacks from `from_ms` to `until_ms` and then sends
+    /// nothing at all (a killed attacker): a burst.
+    pub fn traitor_burst(
+        mut self,
+        node: u16,
+        behaviour: Behaviour,
+        from_ms: u64,
+        until_ms: u64,
+    ) -> Self {
+        self.cfg.traitors.push(TraitorSpec {
+            node,
+            behaviour,
+            trigger: Trigger {
+                from_height: None,
+                from_ms: Some(from_ms),
+            },
+            until_ms: Some(until_ms),
         });
         self
     }

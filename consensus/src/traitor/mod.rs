@@ -5,11 +5,29 @@
 //! both drive validators through [`Participant`], so one behaviour is
 //! written once and exercised in both. A node refuses to run a traitor
 //! unless its genesis marks the chain as a test network.
+//!
+//! The first nine behaviours are *polite*: they send what an honest replica
+//! would, slightly wrong. The five *attackers* (issue 15) send whatever one
+//! validator's key can sign that costs the honest nodes the most, each in
+//! its own file: [`newview_bomb`], [`padded_view_change`], [`future_votes`],
+//! [`gossip_junk`], [`request_spam`]. Every behaviour is deterministic (no
+//! clock, no randomness: what it sends follows from its inputs), and keeps
+//! a bounded state of its own.
+
+mod future_votes;
+mod gossip_junk;
+mod newview_bomb;
+mod padded_view_change;
+mod request_spam;
+
+pub use future_votes::{FUTURE_VOTES_CONFLICT_PAIRS_PER_TICK, FUTURE_VOTES_VIEWS_AHEAD};
+pub use padded_view_change::PADDED_VIEW_CHANGE_VIEWS_AHEAD;
+pub use request_spam::REQUEST_SPAM_PER_TICK;
 
 use crate::replica::{Input, Output};
 use crate::{
-    tx_hash, Batch, Commit, Message, PrePrepare, Prepare, Replica, SeqNum, Timer, ValidatorIndex,
-    ViewChange,
+    tx_hash, Batch, Commit, Message, PrePrepare, Prepare, Replica, SeqNum, Timer, Transaction,
+    ValidatorIndex, ViewChange, MESSAGE_BYTES_MAX,
 };
 use phalanx_crypto::{Digest, Keypair, Signed, SignedPayload};
 use std::collections::{BTreeMap, VecDeque};
@@ -39,10 +57,46 @@ pub enum Behaviour {
     /// As primary: holds each pre-prepare until just before backups would
     /// suspect it (Aardvark's slow primary).
     SlowPrimary,
+    /// NEW-VIEWs for views it is not the primary of (the current one and
+    /// the next few), each one valid pre-prepare repeated until the message
+    /// is near the size limit. Correctly signed.
+    NewviewBomb,
+    /// VIEW-CHANGEs for each of the next 64 views, their prepared proofs
+    /// padded with one prepare repeated. Correctly signed.
+    PaddedViewChange,
+    /// Prepares, commits and checkpoints for sequence numbers far above the
+    /// window, and conflicting vote pairs by the hundred every tick.
+    FutureVotes,
+    /// Transaction gossip near the size limit, full of well-formed
+    /// transfers with wrong signatures (through the driver's gossip hook,
+    /// [`Participant::take_gossip`]).
+    GossipJunk,
+    /// Catch-up requests for big ranges of old blocks and NEW-VIEW
+    /// requests, many to every peer, several times per retransmit period.
+    RequestSpam,
 }
 
 impl Behaviour {
-    pub const ALL: [Behaviour; 9] = [
+    pub const ALL: [Behaviour; 14] = [
+        Behaviour::Silent,
+        Behaviour::Equivocate,
+        Behaviour::BadSignature,
+        Behaviour::WrongDigest,
+        Behaviour::Replay,
+        Behaviour::BogusViewChange,
+        Behaviour::Flood,
+        Behaviour::Censor,
+        Behaviour::SlowPrimary,
+        Behaviour::NewviewBomb,
+        Behaviour::PaddedViewChange,
+        Behaviour::FutureVotes,
+        Behaviour::GossipJunk,
+        Behaviour::RequestSpam,
+    ];
+
+    /// The behaviours that send what an honest replica would, slightly
+    /// wrong (sessions 1-6).
+    pub const POLITE: [Behaviour; 9] = [
         Behaviour::Silent,
         Behaviour::Equivocate,
         Behaviour::BadSignature,
@@ -53,6 +107,20 @@ impl Behaviour {
         Behaviour::Censor,
         Behaviour::SlowPrimary,
     ];
+
+    /// One behaviour per attack class of issue 15: the most one key can
+    /// cost the honest nodes.
+    pub const ATTACKERS: [Behaviour; 5] = [
+        Behaviour::NewviewBomb,
+        Behaviour::PaddedViewChange,
+        Behaviour::FutureVotes,
+        Behaviour::GossipJunk,
+        Behaviour::RequestSpam,
+    ];
+
+    pub fn is_attacker(&self) -> bool {
+        Behaviour::ATTACKERS.contains(self)
+    }
 
     pub fn name(&self) -> &'static str {
         match self {
@@ -65,6 +133,11 @@ impl Behaviour {
             Behaviour::Flood => "flood",
             Behaviour::Censor => "censor",
             Behaviour::SlowPrimary => "slow-primary",
+            Behaviour::NewviewBomb => "newview-bomb",
+            Behaviour::PaddedViewChange => "padded-view-change",
+            Behaviour::FutureVotes => "future-votes",
+            Behaviour::GossipJunk => "gossip-junk",
+            Behaviour::RequestSpam => "request-spam",
         }
     }
 }
@@ -77,8 +150,13 @@ impl fmt::Display for Behaviour {
 
 /// An unknown behaviour name.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown traitor behaviour {0:?}; known: silent, equivocate, bad-signature, wrong-digest, replay, bogus-view-change, flood, censor, slow-primary")]
+#[error("unknown traitor behaviour {0:?}; known: {known}", known = known_names())]
 pub struct UnknownBehaviour(pub String);
+
+/// Every behaviour's name, comma-separated (for error and help texts).
+pub fn known_names() -> String {
+    Behaviour::ALL.map(|b| b.name()).join(", ")
+}
 
 impl std::str::FromStr for Behaviour {
     type Err = UnknownBehaviour;
@@ -98,6 +176,31 @@ pub struct Trigger {
     pub from_height: Option<SeqNum>,
     pub from_ms: Option<u64>,
 }
+
+/// What the traitor may send, in bytes. The node's defaults are the
+/// protocol's limits; the simulator scales them down as it scales the
+/// window and the timeouts (see `testnet::sim::config`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraitorLimits {
+    /// The largest message (or gossip message) the traitor builds,
+    /// encoded: its peers' `p2p.max_message_bytes`.
+    pub message_bytes_max: u64,
+}
+
+impl Default for TraitorLimits {
+    fn default() -> Self {
+        TraitorLimits {
+            message_bytes_max: MESSAGE_BYTES_MAX,
+        }
+    }
+}
+
+/// Room left below `message_bytes_max` for the envelope around what an
+/// attacker repeats (enum tags, length prefixes, outer signature).
+const ENVELOPE_BYTES: u64 = 4096;
+/// Gossip messages the traitor holds for a driver that has not taken them:
+/// past this the oldest is dropped (its own memory stays bounded).
+const GOSSIP_OUTBOX_MAX: usize = 4;
 
 /// How many junk messages a flood adds per message it sends.
 const FLOOD_COPIES: usize = 8;
@@ -123,6 +226,13 @@ pub struct Traitor {
     pairs: BTreeMap<Digest, (Digest, Digest)>,
     alt_batches: BTreeMap<Digest, Batch>,
     counter: u64,
+    limits: TraitorLimits,
+    /// From this time on it sends nothing (a stopped attacker).
+    until_ms: Option<u64>,
+    /// Transaction gossip for the driver to publish ([`Self::take_gossip`]).
+    gossip: VecDeque<Vec<Transaction>>,
+    /// Whether a request spammer's fast timer is set.
+    spam_armed: bool,
 }
 
 impl Traitor {
@@ -142,7 +252,38 @@ impl Traitor {
             pairs: BTreeMap::new(),
             alt_batches: BTreeMap::new(),
             counter: 0,
+            limits: TraitorLimits::default(),
+            until_ms: None,
+            gossip: VecDeque::new(),
+            spam_armed: false,
         }
+    }
+
+    /// Builds its messages within `limits` instead of the protocol's.
+    pub fn with_limits(mut self, limits: TraitorLimits) -> Traitor {
+        self.limits = limits;
+        self
+    }
+
+    /// Stops at `until_ms`: from then on it sends nothing at all, as if its
+    /// process were killed (a burst). `None`: never stops.
+    pub fn until_ms(mut self, until_ms: Option<u64>) -> Traitor {
+        self.until_ms = until_ms;
+        self
+    }
+
+    /// Transaction gossip the traitor wants published, oldest first. A
+    /// node publishes each as one gossip message; the simulator delivers it
+    /// to every other validator's admission.
+    pub fn take_gossip(&mut self) -> Vec<Vec<Transaction>> {
+        self.gossip.drain(..).collect()
+    }
+
+    fn push_gossip(&mut self, txs: Vec<Transaction>) {
+        if self.gossip.len() >= GOSSIP_OUTBOX_MAX {
+            self.gossip.pop_front();
+        }
+        self.gossip.push_back(txs);
     }
 
     pub fn behaviour(&self) -> Behaviour {
@@ -151,6 +292,10 @@ impl Traitor {
 
     pub fn replica(&self) -> &Replica {
         &self.replica
+    }
+
+    fn stopped(&self, now_ms: u64) -> bool {
+        self.until_ms.is_some_and(|t| now_ms >= t)
     }
 
     fn active(&self, now_ms: u64) -> bool {
@@ -171,6 +316,9 @@ impl Traitor {
     }
 
     pub fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Output> {
+        if self.stopped(now_ms) {
+            return self.handle_stopped(now_ms, input);
+        }
         let active = self.active(now_ms);
         let is_retransmit_tick = matches!(input, Input::Timer(Timer::Retransmit));
         let input = match input {
@@ -180,6 +328,9 @@ impl Traitor {
                         .filter(|tx| tx_hash(tx).0[0] % 2 == 1)
                         .collect(),
                 )
+            }
+            Input::Timer(Timer::Traitor) if self.behaviour == Behaviour::RequestSpam => {
+                return self.on_spam_timer(now_ms, active);
             }
             Input::Timer(Timer::Traitor) => return self.release_delayed(now_ms),
             Input::Message(m) => {
@@ -209,9 +360,29 @@ impl Traitor {
             }
         }
         if is_retransmit_tick {
-            self.on_tick(&mut rewritten);
+            self.on_tick(now_ms, &mut rewritten);
         }
         rewritten
+    }
+
+    /// After `until_ms`: the replica keeps its state (so the checkers can
+    /// read it) but nothing leaves, not even catch-up answers.
+    fn handle_stopped(&mut self, now_ms: u64, input: Input) -> Vec<Output> {
+        self.gossip.clear();
+        self.delayed.clear();
+        if matches!(input, Input::Timer(Timer::Traitor)) {
+            return Vec::new();
+        }
+        self.replica
+            .handle(now_ms, input)
+            .into_iter()
+            .filter(|o| {
+                !matches!(
+                    o,
+                    Output::Send { .. } | Output::Broadcast(_) | Output::ServeCatchUp { .. }
+                )
+            })
+            .collect()
     }
 
     /// Rewrites one outgoing message to `to` according to the behaviour.
@@ -278,7 +449,14 @@ impl Traitor {
                     at_ms: self.delayed.front().map(|(t, _)| *t).unwrap_or(release),
                 });
             }
-            Behaviour::SlowPrimary | Behaviour::Censor | Behaviour::BogusViewChange => {
+            Behaviour::SlowPrimary
+            | Behaviour::Censor
+            | Behaviour::BogusViewChange
+            | Behaviour::NewviewBomb
+            | Behaviour::PaddedViewChange
+            | Behaviour::FutureVotes
+            | Behaviour::GossipJunk
+            | Behaviour::RequestSpam => {
                 for r in to {
                     send(out, r, message.clone());
                 }
@@ -287,7 +465,7 @@ impl Traitor {
     }
 
     /// Extra messages on every retransmit tick.
-    fn on_tick(&mut self, out: &mut Vec<Output>) {
+    fn on_tick(&mut self, now_ms: u64, out: &mut Vec<Output>) {
         self.counter += 1;
         match self.behaviour {
             Behaviour::BogusViewChange => {
@@ -326,7 +504,17 @@ impl Traitor {
                     }
                 }
             }
-            _ => {}
+            Behaviour::NewviewBomb => self.newview_bomb_tick(out),
+            Behaviour::PaddedViewChange => self.padded_view_change_tick(out),
+            Behaviour::FutureVotes => self.future_votes_tick(out),
+            Behaviour::GossipJunk => self.gossip_junk_tick(),
+            Behaviour::RequestSpam => self.request_spam_arm(now_ms, out),
+            Behaviour::Silent
+            | Behaviour::Equivocate
+            | Behaviour::BadSignature
+            | Behaviour::WrongDigest
+            | Behaviour::Censor
+            | Behaviour::SlowPrimary => {}
         }
     }
 
@@ -527,6 +715,16 @@ impl Participant {
         Participant::Traitor(Box::new(Traitor::new(replica, behaviour, trigger)))
     }
 
+    /// Transaction gossip a traitor wants published (see
+    /// [`Traitor::take_gossip`]); always empty for an honest validator.
+    /// Drivers call it after every [`Participant::handle`].
+    pub fn take_gossip(&mut self) -> Vec<Vec<Transaction>> {
+        match self {
+            Participant::Honest(_) => Vec::new(),
+            Participant::Traitor(t) => t.take_gossip(),
+        }
+    }
+
     pub fn handle(&mut self, now_ms: u64, input: Input) -> Vec<Output> {
         match self {
             Participant::Honest(r) => r.handle(now_ms, input),
@@ -552,3 +750,12 @@ impl Participant {
         }
     }
 }
+
+impl From<Traitor> for Participant {
+    fn from(t: Traitor) -> Participant {
+        Participant::Traitor(Box::new(t))
+    }
+}
+
+#[cfg(test)]
+mod tests;
