@@ -111,6 +111,12 @@ pub struct MempoolConfig {
     pub max_bytes: usize,
     /// How far above an account's next nonce a transaction may be.
     pub nonce_ahead_max: u64,
+    /// The most transactions one sender may have in the pool (ready and
+    /// held together): its share, small beside `max_txs`.
+    pub sender_txs_max: usize,
+    /// The most transactions one sender may have held behind a missing
+    /// earlier nonce.
+    pub sender_held_max: usize,
     /// A transaction held back because an earlier nonce of its sender is
     /// missing is dropped after this many seconds (the client resubmits).
     pub nonce_gap_timeout_s: u64,
@@ -122,7 +128,15 @@ impl Default for MempoolConfig {
             // A few seconds of work at the measured peak (docs/PERFORMANCE.md).
             max_txs: 20_000,
             max_bytes: 64 << 20,
-            nonce_ahead_max: 10_000,
+            // A wallet pipelining transfers at 50 tx/s with a second of
+            // commit latency has ~50 in flight; 10,000 gave one key with
+            // no funds half of the pool (issue 16).
+            nonce_ahead_max: 64,
+            // Filling the 20,000-slot pool takes 313 funded accounts
+            // (each pending transfer needs its amount, at least 1, covered),
+            // and filling it with held work 1,250.
+            sender_txs_max: 64,
+            sender_held_max: 16,
             nonce_gap_timeout_s: 60,
         }
     }
@@ -243,6 +257,16 @@ impl NodeConfig {
         if self.mempool.nonce_gap_timeout_s == 0 {
             return Err(bad("mempool", "nonce_gap_timeout_s must be positive"));
         }
+        let m = &self.mempool;
+        if m.sender_held_max == 0
+            || m.sender_held_max > m.sender_txs_max
+            || m.sender_txs_max > m.max_txs
+        {
+            return Err(bad(
+                "mempool",
+                "need 1 <= sender_held_max <= sender_txs_max <= max_txs",
+            ));
+        }
         if let Err(e) = self.log.level.parse::<tracing_subscriber::EnvFilter>() {
             return Err(bad("log.level", &format!("not a tracing filter: {e}")));
         }
@@ -327,6 +351,12 @@ max_txs = {max_txs}
 max_bytes = {max_bytes}
 # Transactions whose nonce is further ahead of the account's are refused.
 nonce_ahead_max = {nonce_ahead_max}
+# One sender's share: its transactions in the pool, and those of them held
+# behind a missing earlier nonce (429 sender_limit / sender_held_limit).
+# A transfer is admitted only if the sender's balance covers it and all
+# its others in the pool, so each pooled transaction is backed by funds.
+sender_txs_max = {sender_txs_max}
+sender_held_max = {sender_held_max}
 # Transactions wait for their sender's earlier nonces before they are
 # proposed; one whose gap is not filled within this many seconds is dropped.
 nonce_gap_timeout_s = {nonce_gap_timeout_s}
@@ -364,6 +394,8 @@ level = "{level}"
             max_txs = self.mempool.max_txs,
             max_bytes = self.mempool.max_bytes,
             nonce_ahead_max = self.mempool.nonce_ahead_max,
+            sender_txs_max = self.mempool.sender_txs_max,
+            sender_held_max = self.mempool.sender_held_max,
             nonce_gap_timeout_s = self.mempool.nonce_gap_timeout_s,
             sync_blocks = self.storage.sync_blocks,
             format = match self.log.format {
@@ -433,6 +465,11 @@ mod tests {
                 "byzantine.behaviour",
             ),
             ("[mempool]\nmax_txs = -1\n", "max_txs"),
+            ("[mempool]\nsender_held_max = 0\n", "sender_held_max"),
+            (
+                "[mempool]\nmax_txs = 10\nsender_txs_max = 11\n",
+                "sender_txs_max",
+            ),
             ("[log]\nlevel = \"phalanx_node=loud\"\n", "log.level"),
             ("[log]\nlevel = \"phalanx_node=[\"\n", "log.level"),
         ] {

@@ -3,10 +3,24 @@
 //! order in which they are handed to consensus.
 //!
 //! A transaction is admitted only if its chain id is ours, it fits the size
-//! limit, its signature verifies (batched, on a blocking thread, never on
-//! the consensus loop), it is neither pending nor committed, its nonce is
-//! not behind the account's and not too far ahead, no other pending
-//! transaction uses the same (sender, nonce), and there is room.
+//! limit, it moves a positive amount to someone else, its signature
+//! verifies (batched, on a blocking thread, never on the consensus loop),
+//! it is neither pending nor committed, its nonce is not behind the
+//! account's and not too far ahead, no other pending transaction uses the
+//! same (sender, nonce), its sender's committed balance covers it and
+//! everything else of the sender's in the pool, the sender's share of the
+//! pool is not used up, and there is room.
+//!
+//! **Admission an attacker pays for.** Every pooled transfer is backed by
+//! its sender's funds: an account the chain does not know can pool
+//! nothing, and one with balance `b` at most `b` transfers (amounts are at
+//! least 1), at most `sender_txs_max`, of them at most `sender_held_max`
+//! held. Filling the pool takes funds spread over many accounts. When a
+//! commit lowers a sender's balance below what it has pooled (it spent
+//! through another node), or takes a nonce with another transaction, the
+//! pooled ones that can no longer execute are dropped. So an honest
+//! primary, which proposes only what its pool made ready, proposes no
+//! transfer that fails (docs/DESIGN.md, "What a failed transfer costs").
 //!
 //! **Nonce order.** An admitted transaction is *ready* (handed to the
 //! replica, which may propose it) only when every earlier nonce of its
@@ -16,7 +30,14 @@
 //! `BadNonce` failures — which the client cannot repair, since re-signing
 //! the same transfer gives the same hash. Held transactions are gossiped
 //! like ready ones; a commit that fills a gap releases them, and one whose
-//! gap stays open for `nonce_gap_timeout_s` is dropped.
+//! gap stays open for `nonce_gap_timeout_s` is dropped by the clock
+//! ([`Mempool::tick`]), blocks or no blocks.
+//!
+//! **A full pool** makes room for a transaction that would be ready by
+//! dropping held ones, the newest of the sender with the most held first:
+//! held work waits on its sender, ready work on nobody. Ready transactions
+//! are never dropped to make room: they were handed to consensus already,
+//! and dropping them would free nothing there.
 //!
 //! **One ready queue.** Ready transactions leave the pool through a single
 //! queue, filled under the pool's lock in the order readiness was decided
@@ -29,7 +50,9 @@
 //!
 //! **Retries.** A committed transaction that failed only because its nonce
 //! was ahead (an earlier one was missing when it executed) stays in the
-//! pool, held, and is handed to consensus again once the gap fills.
+//! pool, held, and is handed to consensus again once the gap fills — if
+//! its sender's balance still covers it; no other failure can execute
+//! later, and those are dropped.
 
 use crate::config::MempoolConfig;
 use phalanx_consensus::ledger::Account;
@@ -41,8 +64,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify, Semaphore};
 
-/// How often held transactions are checked for an expired gap.
-const GAP_SWEEP_EVERY: Duration = Duration::from_secs(1);
+/// How often held transactions are checked for an expired gap: how
+/// often the driver should call [`Mempool::tick`].
+pub const GAP_SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 /// Why a transaction was refused. Each maps to an HTTP status and a code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -63,6 +87,26 @@ pub enum SubmitError {
     NonceTooFarAhead { expected: u64, got: u64 },
     #[error("another pending transaction from this account uses nonce {nonce}")]
     NonceInUse { nonce: u64 },
+    #[error("the amount is zero: a transfer moves at least 1")]
+    ZeroAmount,
+    #[error("the transfer is to its own sender")]
+    SelfTransfer,
+    #[error("account {address} holds nothing on this chain: it cannot send")]
+    UnknownAccount { address: String },
+    #[error(
+        "balance {balance} does not cover {amount} on top of {pending} already pending from this account"
+    )]
+    InsufficientFunds {
+        balance: u64,
+        pending: u128,
+        amount: u64,
+    },
+    #[error("this account has {max} transactions pending here already: wait for some to commit")]
+    SenderLimit { max: usize },
+    #[error(
+        "this account has {max} transactions waiting for an earlier nonce here already: send the missing one"
+    )]
+    SenderHeldLimit { max: usize },
     #[error("mempool full ({txs} transactions, {bytes} bytes): try again later")]
     MempoolFull { txs: usize, bytes: usize },
     #[error("storage error: {0}")]
@@ -82,6 +126,12 @@ impl SubmitError {
             SubmitError::StaleNonce { .. } => "stale_nonce",
             SubmitError::NonceTooFarAhead { .. } => "nonce_too_far_ahead",
             SubmitError::NonceInUse { .. } => "nonce_in_use",
+            SubmitError::ZeroAmount => "zero_amount",
+            SubmitError::SelfTransfer => "self_transfer",
+            SubmitError::UnknownAccount { .. } => "unknown_account",
+            SubmitError::InsufficientFunds { .. } => "insufficient_funds",
+            SubmitError::SenderLimit { .. } => "sender_limit",
+            SubmitError::SenderHeldLimit { .. } => "sender_held_limit",
             SubmitError::MempoolFull { .. } => "mempool_full",
             SubmitError::Storage(_) => "storage",
             SubmitError::VerifierFailed => "verifier_failed",
@@ -96,6 +146,8 @@ impl SubmitError {
             | SubmitError::NonceInUse { .. }
             | SubmitError::StaleNonce { .. } => 409,
             SubmitError::TooLarge { .. } => 413,
+            // This sender's share is used up; others are still admitted.
+            SubmitError::SenderLimit { .. } | SubmitError::SenderHeldLimit { .. } => 429,
             SubmitError::MempoolFull { .. } => 503,
             SubmitError::Storage(_) | SubmitError::VerifierFailed => 500,
             _ => 400,
@@ -107,10 +159,11 @@ struct Entry {
     bytes: usize,
     sender: Address,
     nonce: u64,
+    amount: u64,
     admitted: Instant,
 }
 
-/// One sender's place in the nonce order.
+/// One sender's place in the nonce order, and its share of the pool.
 #[derive(Default)]
 struct SenderQueue {
     /// The nonce after the last one handed to consensus (or the account's
@@ -118,8 +171,11 @@ struct SenderQueue {
     next_ready: u64,
     /// Transactions waiting for an earlier nonce, by nonce.
     held: BTreeMap<u64, Transaction>,
-    /// How many of this sender's transactions are in the pool.
-    pooled: usize,
+    /// This sender's transactions in the pool (ready or held): nonce →
+    /// hash.
+    pooled: BTreeMap<u64, Digest>,
+    /// The sum of their amounts: what the sender's balance must cover.
+    amount_pooled: u128,
 }
 
 impl SenderQueue {
@@ -152,7 +208,8 @@ struct Inner {
 }
 
 impl Inner {
-    /// Forgets one transaction; returns its entry.
+    /// Forgets one transaction; returns its entry. A ready one still in
+    /// the ready queue stays there: see [`Inner::drop_never_executable`].
     fn remove(&mut self, hash: &Digest) -> Option<Entry> {
         let e = self.txs.remove(hash)?;
         self.bytes -= e.bytes;
@@ -161,12 +218,81 @@ impl Inner {
             if q.held.remove(&e.nonce).is_some() {
                 self.held -= 1;
             }
-            q.pooled -= 1;
-            if q.pooled == 0 {
+            q.pooled.remove(&e.nonce);
+            q.amount_pooled -= u128::from(e.amount);
+            if q.pooled.is_empty() {
                 self.senders.remove(&e.sender);
             }
         }
+        debug_assert_eq!(self.txs.len(), self.by_sender_nonce.len());
         Some(e)
+    }
+
+    fn is_full(&self, cfg: &MempoolConfig, more_bytes: usize) -> bool {
+        self.txs.len() >= cfg.max_txs || self.bytes + more_bytes > cfg.max_bytes
+    }
+
+    /// Drops held transactions until one more of `bytes` fits: the newest
+    /// of the sender with the most held first. Returns whether it fits.
+    fn evict_held_for(&mut self, cfg: &MempoolConfig, bytes: usize) -> bool {
+        while self.is_full(cfg, bytes) {
+            // Largest share first; ties by address, so every node (and
+            // every run) evicts alike.
+            let victim = self
+                .senders
+                .iter()
+                .filter_map(|(a, q)| Some((q.held.len(), *a, *q.held.keys().next_back()?)))
+                .max();
+            let Some((_, sender, nonce)) = victim else {
+                return false;
+            };
+            let hash = self.by_sender_nonce[&(sender, nonce)];
+            self.remove(&hash);
+        }
+        true
+    }
+
+    /// After a commit left `sender` with `account`: drops its pooled
+    /// transactions that can never execute — below the account's nonce
+    /// (another transaction took it) or beyond what the balance covers
+    /// (the sender spent through another node), newest first so the rest
+    /// stay gap-free. Returns how many were dropped.
+    fn drop_never_executable(&mut self, sender: Address, account: &Account) -> usize {
+        let Some(q) = self.senders.get(&sender) else {
+            return 0;
+        };
+        let mut doomed: Vec<u64> = q.pooled.range(..account.nonce).map(|(n, _)| *n).collect();
+        let mut covered: u128 = q
+            .pooled
+            .range(account.nonce..)
+            .map(|(_, h)| u128::from(self.txs[h].amount))
+            .sum();
+        for (n, h) in q.pooled.range(account.nonce..).rev() {
+            if covered <= u128::from(account.balance) {
+                break;
+            }
+            covered -= u128::from(self.txs[h].amount);
+            doomed.push(*n);
+        }
+        if doomed.is_empty() {
+            return 0;
+        }
+        let gone: BTreeSet<u64> = doomed.iter().copied().collect();
+        for n in &doomed {
+            if let Some(h) = self.by_sender_nonce.get(&(sender, *n)).copied() {
+                self.remove(&h);
+            }
+        }
+        // Ones not yet taken by consensus must not be handed on.
+        self.ready
+            .retain(|tx| !(gone.contains(&tx.payload.nonce) && tx.signer.address() == sender));
+        if let Some(q) = self.senders.get_mut(&sender) {
+            // Never past a nonce no longer pooled and not handed on.
+            if let Some(first) = gone.range(account.nonce..).next() {
+                q.next_ready = q.next_ready.min(*first).max(account.nonce);
+            }
+        }
+        doomed.len()
     }
 }
 
@@ -355,6 +481,14 @@ impl Mempool {
                 max: TX_BYTES_MAX,
             });
         }
+        // Would fail in any block: never worth a signature check.
+        if tx.payload.amount == 0 {
+            return Err(SubmitError::ZeroAmount);
+        }
+        let sender = tx.signer.address();
+        if tx.payload.to == sender {
+            return Err(SubmitError::SelfTransfer);
+        }
         let hash = tx_hash(tx);
         {
             let inner = self.lock();
@@ -364,10 +498,9 @@ impl Mempool {
                 });
             }
             // Before the signature check too: under overload, what cannot
-            // be pooled should cost a lookup, not a verification.
-            if inner.txs.len() >= self.cfg.max_txs
-                || inner.bytes + len as usize > self.cfg.max_bytes
-            {
+            // be pooled should cost a lookup, not a verification. (While
+            // held work could make room, a ready one may still get in.)
+            if inner.held == 0 && inner.is_full(&self.cfg, len as usize) {
                 return Err(SubmitError::MempoolFull {
                     txs: inner.txs.len(),
                     bytes: inner.bytes,
@@ -377,7 +510,40 @@ impl Mempool {
         // Before the signature check: late gossip of committed
         // transactions is common and should cost a lookup, not a check.
         self.check_not_committed(&hash)?;
+        // And a key without the funds (a fresh one, say) costs a lookup.
+        let account = self
+            .store
+            .account(&sender)
+            .map_err(|e| SubmitError::Storage(e.to_string()))?;
+        let pending = self
+            .lock()
+            .senders
+            .get(&sender)
+            .map_or(0, |q| q.amount_pooled);
+        Self::check_funds(&sender, &account, pending, tx.payload.amount)?;
         Ok(hash)
+    }
+
+    /// Whether `account` covers `amount` on top of `pending`.
+    fn check_funds(
+        sender: &Address,
+        account: &Account,
+        pending: u128,
+        amount: u64,
+    ) -> Result<(), SubmitError> {
+        if account.balance == 0 && account.nonce == 0 {
+            return Err(SubmitError::UnknownAccount {
+                address: sender.to_hex(),
+            });
+        }
+        if pending + u128::from(amount) > u128::from(account.balance) {
+            return Err(SubmitError::InsufficientFunds {
+                balance: account.balance,
+                pending,
+                amount,
+            });
+        }
+        Ok(())
     }
 
     /// Refuses a transaction that executed (or failed for good). One that
@@ -432,7 +598,8 @@ impl Mempool {
         Some(self.insert(&mut inner, tx, hash, account))
     }
 
-    /// The nonce and capacity checks, then insertion, under the lock.
+    /// The nonce, funds, share and capacity checks, then insertion, under
+    /// the lock.
     fn insert(
         &self,
         inner: &mut Inner,
@@ -442,6 +609,7 @@ impl Mempool {
     ) -> Result<Digest, SubmitError> {
         let sender = tx.signer.address();
         let nonce = tx.payload.nonce;
+        let amount = tx.payload.amount;
         if nonce < account.nonce {
             return Err(SubmitError::StaleNonce {
                 expected: account.nonce,
@@ -463,7 +631,26 @@ impl Mempool {
         if inner.by_sender_nonce.contains_key(&(sender, nonce)) {
             return Err(SubmitError::NonceInUse { nonce });
         }
-        if inner.txs.len() >= self.cfg.max_txs || inner.bytes + bytes > self.cfg.max_bytes {
+        let (pending, pooled, held, next_ready) =
+            inner.senders.get(&sender).map_or((0, 0, 0, 0), |q| {
+                (q.amount_pooled, q.pooled.len(), q.held.len(), q.next_ready)
+            });
+        Self::check_funds(&sender, account, pending, amount)?;
+        if pooled >= self.cfg.sender_txs_max {
+            return Err(SubmitError::SenderLimit {
+                max: self.cfg.sender_txs_max,
+            });
+        }
+        let will_be_ready = nonce <= next_ready.max(account.nonce);
+        if !will_be_ready && held >= self.cfg.sender_held_max {
+            return Err(SubmitError::SenderHeldLimit {
+                max: self.cfg.sender_held_max,
+            });
+        }
+        // A full pool makes room for ready work only, and only from held.
+        if inner.is_full(&self.cfg, bytes)
+            && !(will_be_ready && inner.evict_held_for(&self.cfg, bytes))
+        {
             return Err(SubmitError::MempoolFull {
                 txs: inner.txs.len(),
                 bytes: inner.bytes,
@@ -477,6 +664,7 @@ impl Mempool {
                 bytes,
                 sender,
                 nonce,
+                amount,
                 admitted: Instant::now(),
             },
         );
@@ -487,7 +675,8 @@ impl Mempool {
             ..
         } = &mut *inner;
         let q = senders.entry(sender).or_default();
-        q.pooled += 1;
+        q.pooled.insert(nonce, hash);
+        q.amount_pooled += u128::from(amount);
         q.next_ready = q.next_ready.max(account.nonce);
         if nonce > q.next_ready {
             q.held.insert(nonce, tx.clone());
@@ -501,6 +690,9 @@ impl Mempool {
                 *held -= q.release(ready);
             }
         }
+        debug_assert!(q.amount_pooled <= u128::from(account.balance));
+        debug_assert!(q.pooled.len() <= self.cfg.sender_txs_max);
+        debug_assert!(inner.txs.len() <= self.cfg.max_txs && inner.bytes <= self.cfg.max_bytes);
         Ok(hash)
     }
 
@@ -529,21 +721,25 @@ impl Mempool {
     /// Forgets the committed transactions of a block that `store` has
     /// applied (`results` are theirs), keeps held the ones that failed only
     /// because their nonce was ahead, releases held transactions whose gap
-    /// the block filled, and drops held ones whose gap has been open too
-    /// long.
+    /// the block filled, and drops the ones that can no longer execute
+    /// (their nonce was taken, or their sender's balance no longer covers
+    /// them).
     pub fn remove_committed(&self, txs: &[Transaction], results: &[TxResult]) -> Committed {
         debug_assert_eq!(txs.len(), results.len());
         let mut out = Committed::default();
         let senders: BTreeSet<Address> = txs.iter().map(|tx| tx.signer.address()).collect();
-        // Account nonces after the block, read before taking the lock.
-        let nonces: Vec<(Address, u64)> = senders
+        // Accounts after the block, read before taking the lock.
+        let accounts: Vec<(Address, Account)> = senders
             .into_iter()
-            .filter_map(|a| Some((a, self.store.account(&a).ok()?.nonce)))
+            .filter_map(|a| Some((a, self.store.account(&a).ok()?)))
             .collect();
         let mut inner = self.lock();
         inner.blocks_removed += 1;
         for (tx, result) in txs.iter().zip(results) {
             let hash = tx_hash(tx);
+            // Only a nonce ahead may execute later: every other failure
+            // (balance, zero amount, self-transfer, wrong chain, a nonce
+            // behind) fails the same way again, so it is dropped.
             if result.may_execute_later() {
                 if inner.txs.contains_key(&hash) {
                     let Inner { senders, held, .. } = &mut *inner;
@@ -557,7 +753,9 @@ impl Mempool {
                 out.waited.push(e.admitted.elapsed());
             }
         }
-        for (sender, nonce) in nonces {
+        for (sender, account) in accounts {
+            inner.drop_never_executable(sender, &account);
+            let nonce = account.nonce;
             let Inner {
                 senders,
                 held,
@@ -568,8 +766,6 @@ impl Mempool {
             let Some(q) = senders.get_mut(&sender) else {
                 continue;
             };
-            // Held transactions below the account's nonce can never execute.
-            let stale: Vec<u64> = q.held.range(..nonce).map(|(n, _)| *n).collect();
             if nonce < q.next_ready && q.held.contains_key(&nonce) {
                 // A retried transaction at the account's nonce executes
                 // next: hand it on again, with every retried one after it
@@ -592,33 +788,33 @@ impl Mempool {
             }
             q.next_ready = q.next_ready.max(nonce);
             *held -= q.release(ready);
-            for n in stale {
-                if let Some(h) = inner.by_sender_nonce.get(&(sender, n)).copied() {
-                    inner.remove(&h);
-                }
-            }
+            debug_assert!(q.amount_pooled <= u128::from(account.balance));
         }
         drop(inner);
         self.signal_if_ready();
-        self.sweep_gaps();
+        // Also on commits, should the driver's tick lag.
+        let due = {
+            let last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
+            last.elapsed() >= GAP_SWEEP_EVERY
+        };
+        if due {
+            self.tick(Instant::now());
+        }
         out
     }
 
     /// Drops held transactions whose gap has been open longer than
-    /// `nonce_gap_timeout_s`. Cheap when called often: it runs at most once
-    /// per [`GAP_SWEEP_EVERY`].
-    fn sweep_gaps(&self) {
-        {
-            let mut last = self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
-            if last.elapsed() < GAP_SWEEP_EVERY {
-                return;
-            }
-            *last = Instant::now();
-        }
+    /// `nonce_gap_timeout_s` at `now`; returns how many. The driver calls
+    /// it every [`GAP_SWEEP_EVERY`]: on a clock, not on commits, so a pool
+    /// full of held work drains even when nothing commits (issue 16: the
+    /// sweep ran only on commits, a full pool admitted nothing, nothing
+    /// committed, and the chain stood still for minutes).
+    pub fn tick(&self, now: Instant) -> usize {
+        *self.last_sweep.lock().unwrap_or_else(|p| p.into_inner()) = now;
         let timeout = Duration::from_secs(self.cfg.nonce_gap_timeout_s);
         let mut inner = self.lock();
         if inner.held == 0 {
-            return;
+            return 0;
         }
         let expired: Vec<Digest> = inner
             .senders
@@ -629,12 +825,13 @@ impl Mempool {
                 inner
                     .txs
                     .get(h)
-                    .is_some_and(|e| e.admitted.elapsed() > timeout)
+                    .is_some_and(|e| now.saturating_duration_since(e.admitted) > timeout)
             })
             .collect();
-        for h in expired {
-            inner.remove(&h);
+        for h in &expired {
+            inner.remove(h);
         }
+        expired.len()
     }
 
     /// The nonce after the pending transactions that follow `committed`
@@ -669,6 +866,19 @@ mod tests {
 
     fn setup(max_txs: usize) -> (Arc<Mempool>, Keypair) {
         let alice = Keypair::insecure_from_label("alice");
+        let cfg = MempoolConfig {
+            max_txs,
+            max_bytes: 1 << 20,
+            nonce_ahead_max: 5,
+            nonce_gap_timeout_s: 60,
+            ..MempoolConfig::default()
+        };
+        let pool = setup_with(cfg, &[(&alice, 100)]);
+        (pool, alice)
+    }
+
+    /// A pool over a chain whose genesis funds `accounts`.
+    fn setup_with(cfg: MempoolConfig, accounts: &[(&Keypair, u64)]) -> Arc<Mempool> {
         let genesis = Genesis {
             chain_id: "c".into(),
             genesis_time_ms: 0,
@@ -679,23 +889,17 @@ mod tests {
                 p2p_address: "/ip4/127.0.0.1/tcp/1".into(),
             }],
             consensus: Default::default(),
-            accounts: vec![GenesisAccount {
-                address: alice.address(),
-                balance: 100,
-            }],
+            accounts: accounts
+                .iter()
+                .map(|(key, balance)| GenesisAccount {
+                    address: key.address(),
+                    balance: *balance,
+                })
+                .collect(),
         };
         let store = MemStore::new();
         store.init_genesis(&genesis).unwrap();
-        let cfg = MempoolConfig {
-            max_txs,
-            max_bytes: 1 << 20,
-            nonce_ahead_max: 5,
-            nonce_gap_timeout_s: 60,
-        };
-        (
-            Arc::new(Mempool::new(cfg, "c".into(), Arc::new(store))),
-            alice,
-        )
+        Arc::new(Mempool::new(cfg, "c".into(), Arc::new(store)))
     }
 
     fn tx(key: &Keypair, chain: &str, nonce: u64, amount: u64) -> Transaction {
@@ -768,11 +972,18 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn concurrent_requests_share_a_signature_check_and_get_their_own_verdicts() {
-        let (pool, _) = setup(100);
-        let requests: Vec<Transaction> = (0..16)
-            .map(|i| {
-                let key = Keypair::insecure_from_label(&format!("sender-{i}"));
-                let mut t = tx(&key, "c", 0, 1);
+        let keys: Vec<Keypair> = (0..16)
+            .map(|i| Keypair::insecure_from_label(&format!("sender-{i}")))
+            .collect();
+        // Funded: a key the chain does not know is refused before its
+        // signature is checked.
+        let funded: Vec<(&Keypair, u64)> = keys.iter().map(|k| (k, 10)).collect();
+        let pool = setup_with(MempoolConfig::default(), &funded);
+        let requests: Vec<Transaction> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let mut t = tx(key, "c", 0, 1);
                 if i % 5 == 0 {
                     t.signature.0[9] ^= 1;
                 }
@@ -1027,6 +1238,85 @@ mod tests {
         *pool.last_sweep.lock().unwrap() = past;
         commit(&pool, 1, vec![]);
         assert!(!pool.is_verified(&tx_hash(&held)));
+        assert_eq!((pool.held(), pool.size()), (0, (0, 0)));
+    }
+
+    /// Issue 16: the gap timeout was swept only when a block committed; a
+    /// pool full of held work admitted nothing, so nothing committed and
+    /// nothing was swept. (Before this change there was no clock to call.)
+    #[tokio::test]
+    async fn the_clock_drops_a_held_transaction_whose_gap_never_fills_with_no_block() {
+        let (pool, alice) = setup(100);
+        let held = tx(&alice, "c", 2, 1);
+        pool.submit(vec![held.clone()]).await;
+        assert_eq!(pool.held(), 1);
+        let now = Instant::now();
+        assert_eq!(pool.tick(now + Duration::from_secs(59)), 0, "not yet");
+        assert!(pool.is_verified(&tx_hash(&held)));
+        assert_eq!(pool.tick(now + Duration::from_secs(61)), 1);
+        assert!(!pool.is_verified(&tx_hash(&held)));
+        assert_eq!((pool.held(), pool.size()), (0, (0, 0)));
+        // The sender's share is free again.
+        pool.submit(vec![tx(&alice, "c", 0, 1)]).await;
+        assert_eq!(pool.take_ready().len(), 1);
+    }
+
+    /// One sender's share of the pool: `sender_txs_max` in all, of them
+    /// `sender_held_max` held. (Before this change the only bound was the
+    /// nonce window, `nonce_ahead_max` + 1 = 10,001 of a 20,000 pool.)
+    #[tokio::test]
+    async fn one_sender_gets_its_share_and_no_more() {
+        let (alice, bob) = (
+            Keypair::insecure_from_label("alice"),
+            Keypair::insecure_from_label("bob"),
+        );
+        let cfg = MempoolConfig {
+            max_txs: 100,
+            nonce_ahead_max: 64,
+            sender_txs_max: 4,
+            sender_held_max: 2,
+            ..MempoolConfig::default()
+        };
+        let pool = setup_with(cfg, &[(&alice, 100), (&bob, 100)]);
+        let a: Vec<Transaction> = (0..5).map(|n| tx(&alice, "c", n, 1)).collect();
+        let verdicts = pool.submit(a).await.verdicts;
+        assert_eq!(
+            codes(&verdicts),
+            vec!["ok", "ok", "ok", "ok", "sender_limit"]
+        );
+        assert_eq!(verdicts[4].as_ref().unwrap_err().status(), 429);
+        // Bob's nonce 0 is missing: two held, the third refused.
+        let b: Vec<Transaction> = (1..4).map(|n| tx(&bob, "c", n, 1)).collect();
+        assert_eq!(
+            codes(&pool.submit(b).await.verdicts),
+            vec!["ok", "ok", "sender_held_limit"]
+        );
+        // A ready one is still within his share, and releases the held.
+        pool.submit(vec![tx(&bob, "c", 0, 1)]).await;
+        assert_eq!(pool.held(), 0);
+        assert_eq!(pool.take_ready().len(), 4 + 3);
+        // A commit frees alice's share.
+        commit(&pool, 1, vec![tx(&alice, "c", 0, 1)]);
+        assert_eq!(
+            codes(&pool.submit(vec![tx(&alice, "c", 4, 1)]).await.verdicts),
+            vec!["ok"]
+        );
+    }
+
+    /// A transfer that failed for its nonce (ahead) may execute later only
+    /// if its sender can still pay for it. Before this change it was held
+    /// for retry and handed on again here, to fail for its balance.
+    #[tokio::test]
+    async fn a_nonce_failure_the_balance_no_longer_covers_is_not_retried() {
+        let (pool, alice) = setup(100);
+        let (t0, t1) = (tx(&alice, "c", 0, 60), tx(&alice, "c", 1, 40));
+        pool.submit(vec![t0.clone(), t1.clone()]).await;
+        assert_eq!(pool.take_ready().len(), 2);
+        // A faulty primary orders t1 first (it fails, nonce ahead), then a
+        // transfer of alice's that another node admitted: nonce 0, all 100.
+        commit(&pool, 1, vec![t1.clone(), tx(&alice, "c", 0, 100)]);
+        assert!(pool.take_ready().is_empty(), "t1 can never execute");
+        assert!(!pool.is_verified(&tx_hash(&t1)));
         assert_eq!((pool.held(), pool.size()), (0, (0, 0)));
     }
 }

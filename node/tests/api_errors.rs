@@ -24,8 +24,11 @@ fn signed(chain: &str, key: &Keypair, nonce: u64, amount: u64) -> Signed<Transfe
 fn bad_inputs_get_json_4xx_and_change_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let alice = Keypair::generate();
+    // Funded, so that a transfer forged in its name gets as far as the
+    // signature check (an unknown account is refused before it).
+    let impersonated = Keypair::generate();
     let mut spec = ClusterSpec::new(1, dir.path());
-    spec.accounts = vec![(alice.address(), 1_000)];
+    spec.accounts = vec![(alice.address(), 1_000), (impersonated.address(), 1_000)];
     let mut cluster = Cluster::generate(spec).unwrap();
     cluster.start_all().unwrap();
     cluster.wait_healthy(Duration::from_secs(30)).unwrap();
@@ -52,7 +55,7 @@ fn bad_inputs_get_json_4xx_and_change_nothing() {
     let wrong_chain = signed("another-chain", &alice, 1, 10);
     let forged_sender = {
         let mut t = signed(&chain, &alice, 1, 10);
-        t.signer = Keypair::generate().public();
+        t.signer = impersonated.public();
         t
     };
     let oversized = {
