@@ -651,6 +651,9 @@ impl Driver {
         // Start the replica's timers.
         self.step(Input::Timer(Timer::Retransmit))?;
         self.sync_and_send()?;
+        // Held transactions whose nonce gap stays open are dropped on a
+        // clock, not only when a block commits: a full pool drains with no block.
+        let mut gap_sweep = tokio::time::interval(crate::mempool::GAP_SWEEP_EVERY);
         loop {
             let next_timer = self.timers.values().min().copied();
             let sleep = async {
@@ -674,6 +677,9 @@ impl Driver {
                         }
                     }
                     self.shared.network.gossip_transactions(codec::encode(&txs));
+                }
+                _ = gap_sweep.tick() => {
+                    self.shared.mempool.tick(Instant::now());
                 }
                 _ = self.shared.mempool.ready_changed() => {
                     let ready = self.shared.mempool.take_ready();

@@ -29,10 +29,11 @@ pub fn document() -> Value {
                 "responses": {
                     "202": ok("Accepted into the mempool", json!({"type": "object", "properties": {"hash": hex(32), "status": {"const": "pending"}}})),
                     "200": ok("Batch: one result per transaction", json!({"type": "object"})),
-                    "400": error_response("Malformed JSON or transaction, bad signature, wrong chain id, nonce too far ahead"),
+                    "400": error_response("Malformed JSON or transaction, bad signature, wrong chain id, nonce too far ahead, insufficient_funds, unknown_account, zero_amount, self_transfer"),
                     "409": error_response("Duplicate, already committed, stale nonce, nonce in use"),
                     "413": error_response("Body, batch or transaction over the limit"),
                     "415": error_response("Content-Type is not application/json"),
+                    "429": error_response("This sender's share of the mempool is used up (sender_limit, sender_held_limit)"),
                     "503": error_response("Mempool full")
                 }
             }},

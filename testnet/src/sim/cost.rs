@@ -58,6 +58,7 @@ pub fn signatures(message: &Message) -> SignatureCount {
         Message::Commit(s) => count.list([&s.signature]),
         Message::Checkpoint(s) => count.list([&s.signature]),
         Message::NewViewRequest(s) => count.list([&s.signature]),
+        Message::Complaint(s) => count.list([&s.signature]),
         Message::CatchUpRequest(s) => count.list([&s.signature]),
         Message::ViewChange(vc) => view_change(vc, &mut count),
         Message::NewView(nv) => {
