@@ -479,8 +479,13 @@ pub struct Api {
 
 impl Api {
     pub fn new(base: impl Into<String>) -> Api {
+        Api::with_timeout(base, Duration::from_secs(10))
+    }
+
+    /// A client whose every request gives up after `timeout`.
+    pub fn with_timeout(base: impl Into<String>, timeout: Duration) -> Api {
         let config = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(10)))
+            .timeout_global(Some(timeout))
             .http_status_as_error(false)
             .build();
         Api {

@@ -360,6 +360,80 @@ impl Drop for Tracker {
     }
 }
 
+/// How often [`HeightWatch`] asks each node for its height.
+const WATCH_EVERY: Duration = Duration::from_millis(100);
+/// How long one such question may take (a paused node never answers).
+const WATCH_TIMEOUT: Duration = Duration::from_millis(500);
+/// The most heights [`HeightWatch`] records (a bound on its memory).
+const WATCH_HEIGHTS_MAX: usize = 10_000_000;
+
+/// Records when each height was first reported by any of a set of nodes:
+/// the commit time of each block, to the polling interval. One thread per
+/// node, so a paused or dead node delays no one else's answer.
+pub struct HeightWatch {
+    seen: Arc<Mutex<Vec<Duration>>>,
+    stop: Arc<AtomicBool>,
+    handles: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl HeightWatch {
+    /// Watches the nodes at `urls`; times count from `start`.
+    pub fn start(urls: Vec<String>, start: Instant) -> HeightWatch {
+        let seen: Arc<Mutex<Vec<Duration>>> = Arc::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let handles = urls
+            .into_iter()
+            .map(|url| {
+                let (seen, stop) = (seen.clone(), stop.clone());
+                std::thread::spawn(move || {
+                    let api = Api::with_timeout(url, WATCH_TIMEOUT);
+                    while !stop.load(Ordering::SeqCst) {
+                        if let Some(h) = api
+                            .get("/v1/status")
+                            .ok()
+                            .and_then(|s| s["height"].as_u64())
+                        {
+                            let now = start.elapsed();
+                            let h = (h as usize).min(WATCH_HEIGHTS_MAX);
+                            let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+                            if seen.len() < h {
+                                seen.resize(h, now);
+                            }
+                        }
+                        std::thread::sleep(WATCH_EVERY);
+                    }
+                })
+            })
+            .collect();
+        HeightWatch {
+            seen,
+            stop,
+            handles,
+        }
+    }
+
+    /// Stops watching; `[h - 1]` is when height `h` was first seen, in
+    /// seconds after `start`.
+    pub fn stop(&mut self) -> Vec<f64> {
+        self.stop.store(true, Ordering::SeqCst);
+        for h in self.handles.drain(..) {
+            let _ = h.join();
+        }
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|d| d.as_secs_f64())
+            .collect()
+    }
+}
+
+impl Drop for HeightWatch {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 /// The p-th percentile (0..=100) of `values` (sorted in place).
 pub fn percentile(values: &mut [f64], p: f64) -> f64 {
     if values.is_empty() {

@@ -46,6 +46,10 @@ pub struct Testnet {
     pub faucet_key_path: PathBuf,
     pub accounts: Vec<Keypair>,
     pub traitors: Vec<TraitorSpec>,
+    /// When the load of the current run started (set by [`drive`]).
+    pub run_started: Option<Instant>,
+    /// The perturbations applied so far, for the participation check.
+    pub applied: Vec<verdict::Applied>,
 }
 
 impl Testnet {
@@ -97,6 +101,8 @@ impl Testnet {
             faucet_key_path,
             accounts,
             traitors: l.traitors.clone(),
+            run_started: None,
+            applied: Vec::new(),
         })
     }
 
@@ -218,6 +224,15 @@ impl Testnet {
             .chain(self.accounts.iter().map(|a| a.address()))
             .map(|a| a.to_hex())
             .collect();
+        let participation = verdict::ParticipationInputs {
+            honest: (0..self.cluster.len())
+                .filter(|i| !self.is_traitor(*i))
+                .collect(),
+            schedule: verdict::fault_schedule(&self.applied, self.cluster.len()),
+            height_seen_s: run.height_seen_s.clone(),
+            observed_s: run.observed_s,
+            bound_s: verdict::PARTICIPATION_BOUND_S,
+        };
         verdict::judge(verdict::Inputs {
             scenario: scenario.to_string(),
             genesis: &self.cluster.genesis,
@@ -232,6 +247,7 @@ impl Testnet {
             committed_in_window: run.committed_in_window,
             resubmitted: run.resubmitted,
             accounts,
+            participation: Some(participation),
         })
     }
 
@@ -250,6 +266,12 @@ pub struct RunLog {
     pub committed_in_window: u64,
     /// Transactions the client sent again because they had not committed.
     pub resubmitted: u64,
+    /// `height_seen_s[h - 1]`: seconds after the load started when some
+    /// honest node first reported height `h`.
+    pub height_seen_s: Vec<f64>,
+    /// Seconds after the load started when the heights stopped being
+    /// watched (the end of the drain).
+    pub observed_s: f64,
 }
 
 /// Offers load while `during` runs (it gets the testnet and the elapsed
@@ -275,6 +297,13 @@ pub fn drive(
     let stop = Arc::new(AtomicBool::new(false));
     let log: SharedLog = Arc::default();
     let start = Instant::now();
+    net.run_started = Some(start);
+    net.applied.clear();
+    let honest_urls: Vec<String> = (0..net.cluster.len())
+        .filter(|i| !net.is_traitor(*i))
+        .map(|i| net.cluster.api_url(i))
+        .collect();
+    let mut watch = load::HeightWatch::start(honest_urls, start);
     let loader = {
         let (txs, targets, stop, log) = (txs.clone(), targets.clone(), stop.clone(), log.clone());
         std::thread::spawn(move || {
@@ -320,6 +349,8 @@ pub fn drive(
     stop_resubmitting.store(true, Ordering::SeqCst);
     let _ = resubmitter.join();
     tracker.stop();
+    let height_seen_s = watch.stop();
+    let observed_s = start.elapsed().as_secs_f64();
     let log = log.lock().unwrap_or_else(|p| p.into_inner());
     let committed = tracker.committed.lock().unwrap_or_else(|p| p.into_inner());
     let latencies_ms = log
@@ -338,6 +369,8 @@ pub fn drive(
         duration_s: elapsed.as_secs_f64(),
         committed_in_window,
         resubmitted: log.resubmitted,
+        height_seen_s,
+        observed_s,
     }
 }
 
@@ -444,8 +477,17 @@ pub fn run_manifest(path: &Path, dir: &Path, verbose: bool) -> Result<Verdict, S
     Ok(verdict)
 }
 
-/// Applies one perturbation.
+/// Applies one perturbation, and records it for the verdict.
 pub fn apply(net: &mut Testnet, action: Action, nodes: &[usize], groups: &[Vec<usize>], ms: u64) {
+    net.applied.push(verdict::Applied {
+        at_s: net
+            .run_started
+            .map(|s| s.elapsed().as_secs_f64())
+            .unwrap_or(0.0),
+        action,
+        nodes: nodes.to_vec(),
+        groups: groups.to_vec(),
+    });
     let result: Result<(), String> = (|| {
         match action {
             Action::Kill => {
