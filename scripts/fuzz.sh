@@ -56,8 +56,12 @@ export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="${FUZZ_TARGET_DIR:-/var/tmp/phalanx-fuzz/target}"
 FUZZ_WORK="${FUZZ_WORK:-/var/tmp/phalanx-fuzz/work}"
 mkdir -p "$FUZZ_WORK"
-# The file targets write each input to a scratch file: keep it in memory.
-export TMPDIR="${FUZZ_TMPDIR:-/dev/shm}"
+# The file targets write each input to a scratch file: keep it in memory,
+# in a directory of this run's (libFuzzer exits without running the
+# destructors that would remove it).
+TMPDIR=$(mktemp -d "${FUZZ_TMPDIR:-/dev/shm}/phalanx-fuzz.XXXXXX")
+export TMPDIR
+trap 'rm -rf "$TMPDIR"' EXIT
 
 # --sanitizer none by default: the fuzzed code is safe Rust (unsafe is
 # forbidden in the workspace), so ASan finds nothing the panics and
