@@ -23,7 +23,7 @@ cd "$(dirname "$0")/.."
 source scripts/prereqs.sh
 
 time_s=60
-runs=0
+runs=-1  # libFuzzer: -1 is unlimited (0 would only replay the corpus)
 sanitizer=none
 # Campaigns share the machine: low priority (FUZZ_NICE=0 to compete).
 nice_level="${FUZZ_NICE:-10}"
