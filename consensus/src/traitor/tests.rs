@@ -137,6 +137,8 @@ impl Cluster {
                     let ctx = VerifyContext {
                         chain_id: CHAIN,
                         validators: &self.cfg.validators,
+                        window: self.cfg.window,
+                        horizon: None,
                         known_good_txs: None,
                     };
                     let from = ValidatorIndex(i as u16);
@@ -184,6 +186,8 @@ fn ctx(cfg: &Config) -> VerifyContext<'_> {
     VerifyContext {
         chain_id: CHAIN,
         validators: &cfg.validators,
+        window: cfg.window,
+        horizon: None,
         known_good_txs: None,
     }
 }
