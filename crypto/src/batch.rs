@@ -13,8 +13,8 @@
 //! and also those whose `R` or `A` carries a torsion component (a
 //! *mixed-order* point: a point of the prime-order group plus one of the
 //! eight points of order dividing 8) that the cofactor removes. Honest
-//! signers never make such points, and nobody can make one for a key whose
-//! secret they lack. What the cofactor buys is agreement: a batch checks one
+//! signers never make such signatures, and nobody can make one for a key
+//! whose secret they lack. What the cofactor buys is agreement: a batch checks one
 //! random combination `Σ zᵢ(Rᵢ + kᵢAᵢ − SᵢB)`, where a torsion residue `T`
 //! of one signature adds `zᵢT`, zero for some coefficients and not others;
 //! without the cofactor such a signature failed alone and passed some
@@ -123,10 +123,9 @@ fn prefilter(item: &BatchItem<'_>) -> Option<(EdwardsPoint, Scalar, Scalar)> {
 
 /// `R`'s point if the rule accepts it (as `verify_strict` does): it
 /// decompresses, is not of small order, and re-compresses to the same
-/// bytes. The last holds exactly
-/// when `y < p`: compression writes `y` reduced and the sign of `x`, and the
-/// sign bit given is kept unless `x = 0`, which only `y = ±1` (small order)
-/// have. This saves the inversion of a compression per signature.
+/// bytes. The last holds exactly when `y < p`: compression writes `y`
+/// reduced and the sign of `x`, and the sign bit given is kept unless
+/// `x = 0`, which only `y = ±1` (small order) have. This saves the inversion of a compression per signature.
 fn strict_r(bytes: &[u8; 32]) -> Option<EdwardsPoint> {
     if !is_canonical_y(bytes) {
         return None;

@@ -91,10 +91,11 @@ pub(crate) fn strict_keys<'a>(keys: impl ExactSizeIterator<Item = &'a [u8; 32]>)
 }
 
 /// The key's point if the rule of `batch` accepts it as a key: a canonical
-/// encoding (`y < p`, which is all `verify_strict` adds to this: it accepts
-/// `y ≥ p`) of a point not of small order. Honest keys are compressed
-/// points, always canonical; refusing the others costs a byte comparison
-/// and gives every accepted key exactly one encoding, hence one address.
+/// encoding (`y < p`) of a point not of small order. `verify_strict` takes
+/// the same keys and also non-canonical encodings (`y ≥ p`). Honest keys are
+/// compressed points, always canonical; refusing the others costs a byte
+/// comparison and gives every accepted key exactly one encoding, hence one
+/// address.
 fn strict_key(key: &[u8; 32]) -> Option<EdwardsPoint> {
     if !crate::batch::is_canonical_y(key) {
         return None;
