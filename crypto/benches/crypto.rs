@@ -59,6 +59,16 @@ fn signatures(c: &mut Criterion) {
     g.bench_function("verify_strict", |b| {
         b.iter(|| pks[0].verify_strict(&msgs[0], &sigs[0]).unwrap())
     });
+    // What `Signed::verify` runs: the batch verifier on one item, its key
+    // from the cache of decompressed keys.
+    let single = [BatchItem {
+        message: &msgs[0],
+        key: &pks[0],
+        signature: &sigs[0],
+    }];
+    g.bench_function("verify_single", |b| {
+        b.iter(|| assert!(verify_batch(&single)[0]))
+    });
     for n in [64usize, 256, 1024] {
         let items: Vec<BatchItem<'_>> = (0..n)
             .map(|i| BatchItem {

@@ -5,8 +5,8 @@
 //! The cache is process-wide and bounded: two generations of at most
 //! [`GENERATION_MAX`] keys each, the older dropped when the newer fills (a
 //! cheap approximation of least-recently-used). It holds only keys that
-//! `verify_strict` accepts as keys (they decompress and are not of small
-//! order); the point is a pure function of the 32 bytes, so whatever is in
+//! the rule of `batch` accepts as keys (canonical encodings of points not of
+//! small order); the point is a pure function of the 32 bytes, so whatever is in
 //! the cache cannot change a verdict, only its cost.
 
 use curve25519_dalek::edwards::{CompressedEdwardsY, EdwardsPoint};
@@ -45,7 +45,7 @@ impl Generations {
 static CACHE: LazyLock<Mutex<Generations>> = LazyLock::new(Mutex::default);
 
 /// The distinct keys of a batch, each resolved to its point or to `None`
-/// when `verify_strict` would reject it as a key.
+/// when the rule rejects it as a key.
 pub(crate) struct StrictKeys {
     /// One entry per distinct key, in order of first appearance.
     pub points: Vec<Option<EdwardsPoint>>,
@@ -90,10 +90,16 @@ pub(crate) fn strict_keys<'a>(keys: impl ExactSizeIterator<Item = &'a [u8; 32]>)
     StrictKeys { points, slots }
 }
 
-/// The key's point if `verify_strict` accepts it as a key: exactly
-/// `VerifyingKey::from_bytes(key)` succeeding and `!is_weak()`. Non-canonical
-/// encodings are accepted, as dalek does (the hash covers the bytes given).
+/// The key's point if the rule of `batch` accepts it as a key: a canonical
+/// encoding (`y < p`) of a point not of small order. `verify_strict` takes
+/// the same keys and also non-canonical encodings (`y ≥ p`). Honest keys are
+/// compressed points, always canonical; refusing the others costs a byte
+/// comparison and gives every accepted key exactly one encoding, hence one
+/// address.
 fn strict_key(key: &[u8; 32]) -> Option<EdwardsPoint> {
+    if !crate::batch::is_canonical_y(key) {
+        return None;
+    }
     CompressedEdwardsY(*key)
         .decompress()
         .filter(|point| !point.is_small_order())
@@ -104,30 +110,61 @@ mod tests {
     use super::*;
     use crate::Keypair;
 
+    /// Encodings with `y = p + j` (j < 19), either sign bit.
+    fn non_canonical_keys() -> Vec<[u8; 32]> {
+        (0..38u8)
+            .map(|i| {
+                let mut b = [0xffu8; 32];
+                b[0] = 0xed + i % 19;
+                b[31] = if i < 19 { 0x7f } else { 0xff };
+                b
+            })
+            .collect()
+    }
+
+    /// Keys resolve as dalek's `verify_strict` takes them, except that a
+    /// non-canonical encoding is refused; a mixed-order key is a key.
     #[test]
-    fn repeated_and_invalid_keys_resolve_like_dalek() {
+    fn repeated_and_invalid_keys_resolve_like_dalek_but_canonical_only() {
         let a = Keypair::insecure_from_label("cache-a").public().0;
         let b = Keypair::insecure_from_label("cache-b").public().0;
         let mut identity = [0u8; 32];
         identity[0] = 1;
         let mut off_curve = [0u8; 32];
         off_curve[0] = 2;
-        let keys = [a, b, identity, a, off_curve, b, a];
+        let mixed_order = (CompressedEdwardsY(a).decompress().unwrap()
+            + curve25519_dalek::constants::EIGHT_TORSION[1])
+            .compress()
+            .0;
+        let mut keys = vec![a, b, identity, a, off_curve, b, a, mixed_order];
+        keys.extend(non_canonical_keys());
+        let mut dalek_takes_non_canonical = 0;
         // Twice: the second time every valid key comes from the cache.
         for _ in 0..2 {
             let resolved = strict_keys(keys.iter());
-            assert_eq!(resolved.points.len(), 4);
-            assert_eq!(resolved.slots, vec![0, 1, 2, 0, 3, 1, 0]);
+            assert_eq!(resolved.points.len(), keys.len() - 3);
+            assert_eq!(resolved.slots[..7], [0, 1, 2, 0, 3, 1, 0]);
             for (key, slot) in keys.iter().zip(&resolved.slots) {
                 let dalek = ed25519_dalek::VerifyingKey::from_bytes(key)
                     .ok()
                     .filter(|k| !k.is_weak());
+                let canonical = dalek.is_some_and(|k| k.to_edwards().compress().0 == *key);
+                dalek_takes_non_canonical += usize::from(dalek.is_some() && !canonical);
                 assert_eq!(
                     resolved.points[*slot].map(|p| p.compress().0),
-                    dalek.map(|k| k.to_edwards().compress().0)
+                    dalek
+                        .filter(|_| canonical)
+                        .map(|k| k.to_edwards().compress().0),
+                    "key {}",
+                    hex::encode(key)
                 );
             }
+            assert!(resolved.points[resolved.slots[7]].is_some(), "mixed order");
         }
+        assert!(
+            dalek_takes_non_canonical > 0,
+            "some y >= p decompress: the canonical check is what refuses them"
+        );
     }
 
     #[test]

@@ -113,8 +113,31 @@ impl PublicKey {
         })
     }
 
-    /// Checks `signature` over `bytes` exactly as RFC 8032 plus the strict
-    /// rules of `verify_strict`: canonical S, no small-order key or R.
+    /// Checks `signature` over `bytes` under Phalanx's rule, the one every
+    /// node applies to every signature, alone or in a batch
+    /// ([`crate::verify_batch`]): canonical `S`, canonical encodings of a key
+    /// and `R` not of small order, and the cofactored equation
+    /// `[8](S·B − k·A − R) = 0` (RFC 8032 §5.1.7, ZIP 215). Use this, not
+    /// [`PublicKey::verify_strict`], wherever a verdict must match the
+    /// nodes'.
+    pub fn verify(&self, bytes: &[u8], signature: &Signature) -> Result<(), CryptoError> {
+        let item = crate::BatchItem {
+            message: bytes,
+            key: self,
+            signature,
+        };
+        if crate::batch::verify_one(item) {
+            Ok(())
+        } else {
+            Err(CryptoError::BadSignature)
+        }
+    }
+
+    /// Checks `signature` over `bytes` with `ed25519_dalek`'s `verify_strict`:
+    /// RFC 8032 plus canonical S, no small-order key or R, and the
+    /// uncofactored equation `R = S·B − k·A`. Stricter than
+    /// [`PublicKey::verify`] on mixed-order points (and laxer on
+    /// non-canonical keys): a reference for tests, not the nodes' rule.
     pub fn verify_strict(&self, bytes: &[u8], signature: &Signature) -> Result<(), CryptoError> {
         let key = self.to_dalek()?;
         let sig = ed25519_dalek::Signature::from_bytes(&signature.0);

@@ -89,7 +89,8 @@ impl<M: SignedPayload> Signed<M> {
         signing_bytes(M::DOMAIN, chain_id, &codec::encode(&self.payload))
     }
 
-    /// Checks the signer is in `keys` and the signature is valid (strictly).
+    /// Checks the signer is in `keys` and the signature is valid under
+    /// [`PublicKey::verify`]'s rule.
     pub fn verify<K: KeySet + ?Sized>(
         self,
         chain_id: &str,
@@ -100,18 +101,10 @@ impl<M: SignedPayload> Signed<M> {
                 signer: self.signer.to_hex(),
             });
         }
-        // Through the batch path, alone: the same verdict as
-        // `verify_strict`, with the signer's key from the cache of
-        // decompressed keys (validators sign every vote).
-        let bytes = self.signing_bytes(chain_id);
-        let item = batch::BatchItem {
-            message: &bytes,
-            key: &self.signer,
-            signature: &self.signature,
-        };
-        if !batch::verify_batch(&[item])[0] {
-            return Err(CryptoError::BadSignature);
-        }
+        // The rule of the batch path, on one item, with the signer's key
+        // from the cache of decompressed keys (validators sign every vote).
+        self.signer
+            .verify(&self.signing_bytes(chain_id), &self.signature)?;
         Ok(Verified(self))
     }
 
