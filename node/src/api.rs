@@ -436,11 +436,47 @@ async fn status(State(s): State<AppState>) -> Json<Value> {
     Json(json!(s.status()))
 }
 
-/// `GET /v1/evidence`
-async fn evidence(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let list: Vec<Value> = s
-        .store
-        .evidence()?
+/// Evidence records per page unless `limit` says otherwise.
+pub const EVIDENCE_PAGE_DEFAULT: usize = 100;
+/// The most evidence records one page returns.
+pub const EVIDENCE_PAGE_MAX: usize = 1000;
+
+#[derive(Deserialize)]
+struct EvidenceQuery {
+    limit: Option<String>,
+    after: Option<String>,
+}
+
+/// `GET /v1/evidence[?limit=&after=]`: one page, ordered by (validator,
+/// view, phase); `next` is the `after` of the following page, or null.
+async fn evidence(
+    State(s): State<AppState>,
+    Query(q): Query<EvidenceQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = match q.limit.as_deref() {
+        None => EVIDENCE_PAGE_DEFAULT,
+        Some(text) => text
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=EVIDENCE_PAGE_MAX).contains(n))
+            .ok_or_else(|| {
+                ApiError::new(
+                    400,
+                    "bad_limit",
+                    format!("limit must be an integer from 1 to {EVIDENCE_PAGE_MAX}"),
+                )
+            })?,
+    };
+    let after = match q.after.as_deref() {
+        None => None,
+        Some(text) => Some(
+            text.parse::<phalanx_storage::EvidenceCursor>()
+                .map_err(|e| ApiError::new(400, "bad_cursor", format!("after: {e}")))?,
+        ),
+    };
+    let page = s.store.evidence_page(after.as_ref(), limit)?;
+    let list: Vec<Value> = page
+        .records
         .iter()
         .map(|e| {
             json!({
@@ -454,7 +490,10 @@ async fn evidence(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
             })
         })
         .collect();
-    Ok(Json(json!({"evidence": list})))
+    Ok(Json(json!({
+        "evidence": list,
+        "next": page.next.map(|c| c.to_string()),
+    })))
 }
 
 /// `GET /v1/events`: server-sent events, one `block` event per new block.

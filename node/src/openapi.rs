@@ -58,7 +58,26 @@ pub fn document() -> Value {
             }},
             "/v1/validators": {"get": {"summary": "Chain id, genesis hash, f, quorum and the validators", "responses": {"200": ok("Validators", json!({"type": "object"}))}}},
             "/v1/status": {"get": {"summary": "Height, view, primary, peers, mempool, catching up", "responses": {"200": ok("Status", json!({"type": "object"}))}}},
-            "/v1/evidence": {"get": {"summary": "Equivocation evidence: pairs of conflicting signed messages", "responses": {"200": ok("Evidence", json!({"type": "object"}))}}},
+            "/v1/evidence": {"get": {
+                "summary": "Equivocation evidence: pairs of conflicting signed messages, one record per (validator, view, phase), the newest 256 per validator kept. Paged in (validator, view, phase) order: pass a page's `next` as `after` to get the following one",
+                "parameters": [
+                    {"name": "limit", "in": "query", "required": false, "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+                    {"name": "after", "in": "query", "required": false, "description": "The `next` of the previous page: <validator hex>.<view>.<phase 0|1|2>", "schema": {"type": "string", "pattern": "^[0-9a-f]{64}\\.[0-9]+\\.[0-2]$"}}
+                ],
+                "responses": {
+                    "200": ok("One page of evidence", json!({"type": "object", "required": ["evidence", "next"], "properties": {
+                        "evidence": {"type": "array", "items": {"type": "object", "properties": {
+                            "validator": hex(32), "validator_index": {"type": ["integer", "null"]},
+                            "phase": {"enum": ["PrePrepare", "Prepare", "Commit"]},
+                            "view": {"type": "integer"}, "seq": {"type": "integer"},
+                            "first": {"type": "object", "description": "The first signed message"},
+                            "second": {"type": "object", "description": "The conflicting signed message"}
+                        }}},
+                        "next": {"type": ["string", "null"], "description": "`after` for the next page; null on the last page"}
+                    }})),
+                    "400": error_response("limit outside 1..=1000, or a malformed cursor")
+                }
+            }},
             "/v1/events": {"get": {"summary": "Server-sent events: one `block` event per new block", "responses": {"200": {"description": "text/event-stream"}}}},
             "/health": {"get": {"summary": "Liveness", "responses": {"200": ok("ok", json!({"type": "object"}))}}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text/plain; version=0.0.4"}}}},

@@ -13,11 +13,20 @@ pub(crate) enum Op {
         key: Vec<u8>,
         value: Vec<u8>,
     },
+    Delete {
+        cf: Cf,
+        key: Vec<u8>,
+    },
     /// Deletes every key `from <= key < to`.
-    DeleteRange { cf: Cf, from: Vec<u8>, to: Vec<u8> },
+    DeleteRange {
+        cf: Cf,
+        from: Vec<u8>,
+        to: Vec<u8>,
+    },
 }
 
-/// Writes applied all together or not at all by [`Kv::write`].
+/// Writes applied all together or not at all by [`Kv::write`], in order
+/// (a key put and then deleted in one set ends up deleted).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct WriteSet {
     pub ops: Vec<Op>,
@@ -29,6 +38,13 @@ impl WriteSet {
             cf,
             key: key.to_vec(),
             value,
+        });
+    }
+
+    pub fn delete(&mut self, cf: Cf, key: &[u8]) {
+        self.ops.push(Op::Delete {
+            cf,
+            key: key.to_vec(),
         });
     }
 

@@ -16,7 +16,7 @@
 //! | `accounts`         | address                               | `Account`               |
 //! | `meta`             | `schema_version`, `genesis_hash`, `tip` | version, hash, [`ChainTip`] |
 //! | `wal`              | seq (or `u64::MAX`) ‖ append counter  | `WalEntry`              |
-//! | `evidence`         | seq ‖ view ‖ phase ‖ validator        | `Evidence`              |
+//! | `evidence`         | validator ‖ view ‖ phase              | `Evidence`              |
 //!
 //! Values are the canonical encoding (`phalanx_crypto::codec`) and are
 //! decoded with a named size limit ([`schema`]); bytes that do not decode
@@ -42,6 +42,16 @@
 //! *before* the vote leaves: that is what stops a restarted validator from
 //! signing a second, contradicting vote.
 //!
+//! # Bounded by design
+//!
+//! Neither consensus family grows with the chain's age. The WAL keeps
+//! votes and proofs only above the stable checkpoint (`prune_wal`), and of
+//! the records restore reads only the latest of — stable checkpoint, view
+//! entered, view left, NEW-VIEW — only that latest one ([`wal`]). Evidence
+//! is one record per (validator, view, phase), at most
+//! [`schema::EVIDENCE_PER_VALIDATOR_MAX`] per validator (the newest), read
+//! a page at a time ([`Store::evidence_page`]).
+//!
 //! # Reads check what they return
 //!
 //! RocksDB verifies block checksums on every read. On top of that a block
@@ -57,6 +67,7 @@ mod mem;
 mod records;
 mod rocks;
 pub mod schema;
+mod wal;
 
 #[cfg(test)]
 mod tests;
@@ -67,10 +78,10 @@ pub use rocks::{tamper_block_for_test, RocksOptions, RocksStore};
 
 use phalanx_consensus::ledger::{execute, make_block, Account, AccountReader};
 use phalanx_consensus::{
-    Block, CheckpointCertificate, CommitCertificate, CommittedBatch, Evidence, Genesis, SeqNum,
-    TxResult, WalEntry,
+    Block, CheckpointCertificate, CommitCertificate, CommittedBatch, Evidence, Genesis, Phase,
+    SeqNum, TxResult, View, WalEntry,
 };
-use phalanx_crypto::{Address, Digest};
+use phalanx_crypto::{Address, Digest, PublicKey};
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -92,6 +103,68 @@ pub struct TxLocation {
     /// Index of the transaction in its block.
     pub position: u32,
     pub result: TxResult,
+}
+
+/// Where a page of evidence ended: the (validator, view, phase) of its last
+/// record. Evidence is listed in that order, so the next page starts just
+/// after it. Written as `<validator hex>.<view>.<phase 0|1|2>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct EvidenceCursor {
+    pub validator: PublicKey,
+    pub view: View,
+    pub phase: Phase,
+}
+
+impl EvidenceCursor {
+    /// The cursor that pages on after `evidence`.
+    pub fn of(evidence: &Evidence) -> EvidenceCursor {
+        EvidenceCursor {
+            validator: evidence.validator,
+            view: evidence.view,
+            phase: evidence.phase,
+        }
+    }
+}
+
+impl std::fmt::Display for EvidenceCursor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = schema::evidence_key(&self.validator, self.view, self.phase);
+        write!(f, "{}.{}.{}", self.validator.to_hex(), self.view.0, key[40])
+    }
+}
+
+impl std::str::FromStr for EvidenceCursor {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<EvidenceCursor, String> {
+        let shape = "expected <validator hex>.<view>.<phase 0|1|2>";
+        let mut parts = text.split('.');
+        let (Some(validator), Some(view), Some(phase), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(shape.into());
+        };
+        let validator = PublicKey::from_hex(validator).map_err(|_| shape.to_string())?;
+        let view = view.parse().map(View).map_err(|_| shape.to_string())?;
+        let phase = phase
+            .parse()
+            .ok()
+            .and_then(schema::phase_of_byte)
+            .ok_or_else(|| shape.to_string())?;
+        Ok(EvidenceCursor {
+            validator,
+            view,
+            phase,
+        })
+    }
+}
+
+/// One page of evidence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EvidencePage {
+    pub records: Vec<Evidence>,
+    /// Where the next page starts, if more records follow.
+    pub next: Option<EvidenceCursor>,
 }
 
 /// Everything the node and the simulator store. Object safe: hold it as
@@ -188,7 +261,11 @@ pub trait Store: Send + Sync {
     /// commit).
     fn sync(&self) -> Result<(), StorageError>;
 
-    /// Every entry not pruned, in append order.
+    /// Every entry not pruned or superseded, in append order. Of the
+    /// stable-checkpoint, view-entered, view-left and NEW-VIEW records only
+    /// the latest of each is kept (restore reads nothing else of them): an
+    /// append that supersedes one deletes it, and an append that an equal
+    /// or later one covers is not written.
     fn load_wal(&self) -> Result<Vec<WalEntry>, StorageError>;
 
     /// Removes the entries whose `seq()` is below `below`; entries without
@@ -198,10 +275,21 @@ pub trait Store: Send + Sync {
     // ---- evidence ----
 
     /// Stores evidence of equivocation; the first proof for a
-    /// (seq, view, phase, validator) is kept, later ones are ignored.
+    /// (validator, view, phase) is kept, later ones are ignored, and only
+    /// the newest [`schema::EVIDENCE_PER_VALIDATOR_MAX`] records of a
+    /// validator (by view, then phase) are kept.
     fn put_evidence(&self, evidence: &Evidence) -> Result<(), StorageError>;
 
-    /// All stored evidence, ordered by (seq, view, phase, validator).
+    /// Up to `limit` records after `after` (from the start if `None`),
+    /// ordered by (validator, view, phase).
+    fn evidence_page(
+        &self,
+        after: Option<&EvidenceCursor>,
+        limit: usize,
+    ) -> Result<EvidencePage, StorageError>;
+
+    /// All stored evidence, ordered by (validator, view, phase): at most
+    /// `EVIDENCE_PER_VALIDATOR_MAX` records per validator.
     fn evidence(&self) -> Result<Vec<Evidence>, StorageError>;
 
     // ---- provided ----
@@ -332,6 +420,13 @@ macro_rules! store_via_records {
             }
             fn put_evidence(&self, evidence: &Evidence) -> Result<(), StorageError> {
                 self.records.put_evidence(evidence)
+            }
+            fn evidence_page(
+                &self,
+                after: Option<&EvidenceCursor>,
+                limit: usize,
+            ) -> Result<EvidencePage, StorageError> {
+                self.records.evidence_page(after, limit)
             }
             fn evidence(&self) -> Result<Vec<Evidence>, StorageError> {
                 self.records.evidence()

@@ -71,6 +71,9 @@ impl Kv for MemKv {
                 Op::Put { cf, key, value } => {
                     tables[cf.index()].insert(key, value);
                 }
+                Op::Delete { cf, key } => {
+                    tables[cf.index()].remove(&key);
+                }
                 Op::DeleteRange { cf, from, to } => {
                     let table = &mut tables[cf.index()];
                     let doomed: Vec<Vec<u8>> = table

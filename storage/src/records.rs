@@ -4,13 +4,14 @@
 
 use crate::kv::{Kv, WriteSet};
 use crate::schema::{self, meta_key, Cf};
-use crate::{ChainTip, StorageError, TxLocation};
+use crate::wal::{Admit, WalLatest};
+use crate::{ChainTip, EvidenceCursor, EvidencePage, StorageError, TxLocation};
 use phalanx_consensus::ledger::{genesis_state_root, Account};
 use phalanx_consensus::{
     tx_hash, Block, CheckpointCertificate, CommitCertificate, Evidence, Genesis, SeqNum, TxResult,
     WalEntry,
 };
-use phalanx_crypto::{codec, Address, Digest};
+use phalanx_crypto::{codec, Address, Digest, PublicKey};
 use serde::de::DeserializeOwned;
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
@@ -29,6 +30,11 @@ fn decode<T: DeserializeOwned>(
 struct Writer {
     /// The counter the next WAL entry gets: one more than any stored.
     wal_next: u64,
+    /// The WAL records kept once (see `wal`); `None` until the WAL is
+    /// first read (`load_wal`, or the first append or prune).
+    wal_latest: Option<WalLatest>,
+    /// Evidence records stored per validator, counted on first use.
+    evidence_counts: BTreeMap<PublicKey, usize>,
 }
 
 pub(crate) struct Records<K> {
@@ -42,7 +48,9 @@ impl<K: Kv> Records<K> {
     /// Checks (or, on a fresh store, writes) the schema version and finds
     /// the next WAL counter.
     pub fn open(kv: K, sync_blocks: bool) -> Result<Records<K>, StorageError> {
-        check_schema(&kv)?;
+        if check_schema(&kv)? == schema::SCHEMA_VERSION_EVIDENCE_BY_SEQ {
+            migrate_evidence_by_seq(&kv)?;
+        }
         let mut wal_next = 0u64;
         for (key, _) in kv.scan(Cf::Wal, &[], None, usize::MAX)? {
             let counter = schema::wal_counter(&key)
@@ -51,7 +59,11 @@ impl<K: Kv> Records<K> {
         }
         Ok(Records {
             kv,
-            writer: Mutex::new(Writer { wal_next }),
+            writer: Mutex::new(Writer {
+                wal_next,
+                wal_latest: None,
+                evidence_counts: BTreeMap::new(),
+            }),
             sync_blocks,
         })
     }
@@ -423,88 +435,273 @@ impl<K: Kv> Records<K> {
         self.kv.sync()
     }
 
+    /// Appends `entries` in one write. Records restore reads only the
+    /// latest of (see `wal`) are written only if they are the latest, and
+    /// delete the one they supersede in the same write.
     pub fn append_wal(&self, entries: &[WalEntry], sync: bool) -> Result<(), StorageError> {
         if entries.is_empty() {
             return Ok(());
         }
         let mut writer = self.lock_writer();
+        let mut latest = match writer.wal_latest.take() {
+            Some(latest) => latest,
+            None => self.read_wal_and_drop_superseded()?.0,
+        };
+        // Decided on a copy: if the write fails, nothing it decided holds.
+        let before = latest.clone();
         let mut next = writer.wal_next;
         let mut writes = WriteSet::default();
         for entry in entries {
-            writes.put(
-                Cf::Wal,
-                &schema::wal_key(entry.seq(), next),
-                codec::encode(entry),
-            );
+            let key = schema::wal_key(entry.seq(), next);
+            match latest.admit(entry, key) {
+                Admit::Skip => continue,
+                Admit::Store | Admit::Replace(None) => {}
+                Admit::Replace(Some(old)) => writes.delete(Cf::Wal, &old),
+            }
+            writes.put(Cf::Wal, &key, codec::encode(entry));
             next += 1;
         }
-        self.kv.write(writes, sync)?;
+        if let Err(e) = self.kv.write(writes, sync) {
+            writer.wal_latest = Some(before);
+            return Err(e);
+        }
         writer.wal_next = next;
+        writer.wal_latest = Some(latest);
         Ok(())
     }
 
-    /// Every stored WAL entry, in append order.
+    /// Every stored WAL entry, in append order. The first read also deletes
+    /// records that later ones supersede (left by an older build): restore
+    /// would ignore them.
     pub fn load_wal(&self) -> Result<Vec<WalEntry>, StorageError> {
+        let mut writer = self.lock_writer();
+        let (latest, entries) = self.read_wal_and_drop_superseded()?;
+        writer.wal_latest = Some(latest);
+        Ok(entries)
+    }
+
+    /// Reads the whole WAL in append order, finds the latest record of each
+    /// kind kept once, and deletes the records they supersede. Call with
+    /// the writer lock held.
+    fn read_wal_and_drop_superseded(&self) -> Result<(WalLatest, Vec<WalEntry>), StorageError> {
         let mut numbered = Vec::new();
         for (key, bytes) in self.kv.scan(Cf::Wal, &[], None, usize::MAX)? {
+            let key: [u8; 16] = key
+                .try_into()
+                .map_err(|_| StorageError::corruption("wal key", "not 16 bytes"))?;
             let counter = schema::wal_counter(&key)
                 .ok_or_else(|| StorageError::corruption("wal key", "not 16 bytes"))?;
             let entry: WalEntry = decode(&bytes, schema::WAL_ENTRY_BYTES_MAX, || {
                 format!("wal entry {counter}")
             })?;
-            numbered.push((counter, entry));
+            numbered.push((counter, key, entry));
         }
-        numbered.sort_by_key(|(counter, _)| *counter);
-        Ok(numbered.into_iter().map(|(_, entry)| entry).collect())
+        numbered.sort_by_key(|(counter, _, _)| *counter);
+        let (latest, superseded) =
+            WalLatest::build(numbered.iter().map(|(_, key, entry)| (key, entry)));
+        if !superseded.is_empty() {
+            let mut writes = WriteSet::default();
+            for key in &superseded {
+                writes.delete(Cf::Wal, key);
+            }
+            // Not synced, like a prune: a lost delete is done again later.
+            self.kv.write(writes, false)?;
+        }
+        let entries = numbered
+            .into_iter()
+            .filter(|(_, key, _)| !superseded.contains(key))
+            .map(|(_, _, entry)| entry)
+            .collect();
+        Ok((latest, entries))
     }
 
     pub fn prune_wal(&self, below: SeqNum) -> Result<(), StorageError> {
+        let mut writer = self.lock_writer();
+        let end = schema::wal_prune_end(below);
         let mut writes = WriteSet::default();
-        writes.delete_range(Cf::Wal, &[0u8; 16], &schema::wal_prune_end(below));
+        writes.delete_range(Cf::Wal, &[0u8; 16], &end);
         // Not synced: if a crash loses the prune, the entries are pruned
         // again after restart; keeping them is always safe.
-        self.kv.write(writes, false)
+        self.kv.write(writes, false)?;
+        if let Some(latest) = writer.wal_latest.as_mut() {
+            latest.pruned_below(&end);
+        }
+        Ok(())
     }
 
     // ---- evidence --------------------------------------------------------
 
-    /// Stores `evidence` unless evidence for the same (seq, view, phase,
-    /// validator) is already stored.
+    /// Stores `evidence` unless a record for its (validator, view, phase)
+    /// is stored, keeping at most [`schema::EVIDENCE_PER_VALIDATOR_MAX`]
+    /// records per validator: the newest by (view, phase). A record older
+    /// than all of a full validator's records is not written.
     pub fn put_evidence(&self, evidence: &Evidence) -> Result<(), StorageError> {
-        let key = schema::evidence_key(evidence);
-        let _writer = self.lock_writer();
+        let key = schema::evidence_key_of(evidence);
+        let validator = evidence.validator;
+        let mut writer = self.lock_writer();
         if self.kv.get(Cf::Evidence, &key)?.is_some() {
             return Ok(());
         }
+        let stored = match writer.evidence_counts.get(&validator) {
+            Some(count) => *count,
+            None => self.evidence_keys(&validator, usize::MAX)?.len(),
+        };
         let mut writes = WriteSet::default();
-        writes.put(Cf::Evidence, &key, codec::encode(evidence));
-        self.kv.write(writes, self.sync_blocks)
+        // How many records must go for this one to fit.
+        let over = (stored + 1).saturating_sub(schema::EVIDENCE_PER_VALIDATOR_MAX);
+        let oldest = self.evidence_keys(&validator, over)?;
+        let write_new = oldest
+            .last()
+            .is_none_or(|last| key.as_slice() > last.as_slice());
+        let evicted = if write_new {
+            &oldest[..]
+        } else {
+            // The new record is among the oldest: it goes, and one fewer
+            // of the stored ones.
+            &oldest[..oldest.len() - 1]
+        };
+        for old in evicted {
+            writes.delete(Cf::Evidence, old);
+        }
+        if write_new {
+            writes.put(Cf::Evidence, &key, codec::encode(evidence));
+        }
+        let count = stored + usize::from(write_new) - evicted.len();
+        if !writes.ops.is_empty() {
+            self.kv.write(writes, self.sync_blocks)?;
+        }
+        writer.evidence_counts.insert(validator, count);
+        Ok(())
+    }
+
+    /// The first `limit` evidence keys of `validator`, ascending.
+    fn evidence_keys(
+        &self,
+        validator: &PublicKey,
+        limit: usize,
+    ) -> Result<Vec<Vec<u8>>, StorageError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let end = schema::evidence_validator_end(validator);
+        Ok(self
+            .kv
+            .scan(
+                Cf::Evidence,
+                &validator.0,
+                end.as_ref().map(|e| &e[..]),
+                limit,
+            )?
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect())
+    }
+
+    /// At most `limit` records after `after` (from the first if `None`),
+    /// in (validator, view, phase) order, and the cursor of the last one if
+    /// more follow.
+    pub fn evidence_page(
+        &self,
+        after: Option<&EvidenceCursor>,
+        limit: usize,
+    ) -> Result<EvidencePage, StorageError> {
+        // The smallest key above the cursor's: its key followed by a zero.
+        let from = after.map_or_else(Vec::new, |c| {
+            let mut from = schema::evidence_key(&c.validator, c.view, c.phase).to_vec();
+            from.push(0);
+            from
+        });
+        let mut rows = self
+            .kv
+            .scan(Cf::Evidence, &from, None, limit.saturating_add(1))?;
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let records = rows
+            .iter()
+            .map(|(key, bytes)| decode_evidence(key, bytes))
+            .collect::<Result<Vec<Evidence>, _>>()?;
+        let next = match records.last() {
+            Some(last) if more => Some(EvidenceCursor::of(last)),
+            _ => None,
+        };
+        Ok(EvidencePage { records, next })
     }
 
     pub fn evidence(&self) -> Result<Vec<Evidence>, StorageError> {
         self.kv
             .scan(Cf::Evidence, &[], None, usize::MAX)?
             .iter()
-            .enumerate()
-            .map(|(i, (_, bytes))| {
-                decode(bytes, schema::EVIDENCE_BYTES_MAX, || {
-                    format!("evidence record {i}")
-                })
-            })
+            .map(|(key, bytes)| decode_evidence(key, bytes))
             .collect()
     }
 }
 
+/// An evidence record must be stored under its own key.
+fn decode_evidence(key: &[u8], bytes: &[u8]) -> Result<Evidence, StorageError> {
+    let what = || format!("evidence record {}", hex_of(key));
+    let evidence: Evidence = decode(bytes, schema::EVIDENCE_BYTES_MAX, what)?;
+    if schema::evidence_key_of(&evidence).as_slice() != key {
+        return Err(StorageError::corruption(
+            what(),
+            "stored under another validator, view or phase",
+        ));
+    }
+    Ok(evidence)
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Re-keys a version-1 evidence family by (validator, view, phase),
+/// keeping the lowest-seq proof of each key and the newest
+/// [`schema::EVIDENCE_PER_VALIDATOR_MAX`] per validator, and marks the
+/// store as the current version, in one write.
+fn migrate_evidence_by_seq<K: Kv>(kv: &K) -> Result<(), StorageError> {
+    let mut kept: BTreeMap<[u8; schema::EVIDENCE_KEY_LEN], Evidence> = BTreeMap::new();
+    for (i, (_, bytes)) in kv
+        .scan(Cf::Evidence, &[], None, usize::MAX)?
+        .iter()
+        .enumerate()
+    {
+        let evidence: Evidence = decode(bytes, schema::EVIDENCE_BYTES_MAX, || {
+            format!("version-1 evidence record {i}")
+        })?;
+        // Version-1 keys sort by seq first: the first proof seen is the
+        // lowest seq's.
+        kept.entry(schema::evidence_key_of(&evidence))
+            .or_insert(evidence);
+    }
+    let mut per_validator: BTreeMap<PublicKey, usize> = BTreeMap::new();
+    let mut writes = WriteSet::default();
+    // Every key of either version is below 50 bytes of 0xff.
+    writes.delete_range(Cf::Evidence, &[], &[0xff; 50]);
+    for (key, evidence) in kept.iter().rev() {
+        let count = per_validator.entry(evidence.validator).or_default();
+        if *count < schema::EVIDENCE_PER_VALIDATOR_MAX {
+            *count += 1;
+            writes.put(Cf::Evidence, key, codec::encode(evidence));
+        }
+    }
+    writes.put(
+        Cf::Meta,
+        meta_key::SCHEMA_VERSION,
+        codec::encode(&schema::SCHEMA_VERSION),
+    );
+    kv.write(writes, true)
+}
+
 /// A fresh store gets the current schema version; an existing one must
-/// have it.
-fn check_schema<K: Kv>(kv: &K) -> Result<(), StorageError> {
+/// have it, or be the one older version that is migrated. Returns the
+/// version found.
+fn check_schema<K: Kv>(kv: &K) -> Result<u32, StorageError> {
     match kv.get(Cf::Meta, meta_key::SCHEMA_VERSION)? {
         Some(bytes) => {
             let found: u32 = decode(&bytes, schema::META_BYTES_MAX, || {
                 "meta schema_version".into()
             })?;
-            if found == schema::SCHEMA_VERSION {
-                Ok(())
+            if found == schema::SCHEMA_VERSION || found == schema::SCHEMA_VERSION_EVIDENCE_BY_SEQ {
+                Ok(found)
             } else {
                 Err(StorageError::VersionMismatch {
                     found,
@@ -523,7 +720,8 @@ fn check_schema<K: Kv>(kv: &K) -> Result<(), StorageError> {
                 meta_key::SCHEMA_VERSION,
                 codec::encode(&schema::SCHEMA_VERSION),
             );
-            kv.write(writes, true)
+            kv.write(writes, true)?;
+            Ok(schema::SCHEMA_VERSION)
         }
     }
 }

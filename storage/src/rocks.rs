@@ -186,6 +186,7 @@ impl Kv for RocksKv {
             self.injected_failure(staged)?;
             match op {
                 Op::Put { cf, key, value } => batch.put_cf(self.cf(cf)?, key, value),
+                Op::Delete { cf, key } => batch.delete_cf(self.cf(cf)?, key),
                 Op::DeleteRange { cf, from, to } => batch.delete_range_cf(self.cf(cf)?, from, to),
             }
         }

@@ -5,11 +5,22 @@
 //! column family iterates in height order); values are the canonical
 //! encoding of `phalanx_crypto::codec`, decoded with a named limit.
 
-use phalanx_consensus::{Evidence, Phase, SeqNum};
-use phalanx_crypto::{Address, Digest};
+use phalanx_consensus::{Evidence, Phase, SeqNum, View};
+use phalanx_crypto::{Address, Digest, PublicKey};
 
 /// Bumped whenever the layout or a stored type changes incompatibly.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version 2 keys evidence by (validator, view, phase) instead of
+/// (seq, view, phase, validator); a version-1 store is migrated on open.
+pub const SCHEMA_VERSION: u32 = 2;
+
+/// The version before evidence was re-keyed; the only one migrated.
+pub const SCHEMA_VERSION_EVIDENCE_BY_SEQ: u32 = 1;
+
+/// Evidence kept per validator: the newest records by (view, phase). One
+/// validator's equivocations can only push out its own older records, and
+/// the whole family holds at most `n ×` this many (records are small: two
+/// signed votes, pre-prepares without their batch).
+pub const EVIDENCE_PER_VALIDATOR_MAX: usize = 256;
 
 /// Decode limits, one per kind of value. Generous: they exist so that a
 /// damaged length prefix fails cleanly instead of allocating gigabytes.
@@ -43,7 +54,7 @@ pub enum Cf {
     Meta,
     /// seq-or-`u64::MAX` (u64 BE) ‖ append counter (u64 BE) → `WalEntry`
     Wal,
-    /// seq ‖ view (u64 BE each) ‖ phase (1 byte) ‖ validator key (32 bytes) → `Evidence`
+    /// validator key (32 bytes) ‖ view (u64 BE) ‖ phase (1 byte) → `Evidence`
     Evidence,
 }
 
@@ -139,18 +150,74 @@ pub fn wal_counter(key: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(counter))
 }
 
-/// One evidence record per `(seq, view, phase, validator)`: one proof of an
-/// equivocation is enough, so a traitor cannot grow the store without bound
-/// by equivocating repeatedly on one slot.
-pub fn evidence_key(evidence: &Evidence) -> [u8; 49] {
-    let mut key = [0u8; 49];
-    key[..8].copy_from_slice(&evidence.seq.0.to_be_bytes());
-    key[8..16].copy_from_slice(&evidence.view.0.to_be_bytes());
-    key[16] = match evidence.phase {
+/// The first key of the unnumbered WAL entries (view records and stable
+/// checkpoints), which sort after every numbered one.
+pub fn wal_unnumbered_start() -> [u8; 16] {
+    wal_key(None, 0)
+}
+
+/// Length of an evidence key.
+pub const EVIDENCE_KEY_LEN: usize = 41;
+
+fn phase_byte(phase: Phase) -> u8 {
+    match phase {
         Phase::PrePrepare => 0,
         Phase::Prepare => 1,
         Phase::Commit => 2,
-    };
+    }
+}
+
+/// The phase a key byte stands for.
+pub fn phase_of_byte(byte: u8) -> Option<Phase> {
+    match byte {
+        0 => Some(Phase::PrePrepare),
+        1 => Some(Phase::Prepare),
+        2 => Some(Phase::Commit),
+        _ => None,
+    }
+}
+
+/// One evidence record per `(validator, view, phase)`: one proof that a
+/// validator equivocated in a phase of a view is enough, so a traitor
+/// signing conflicting votes for every seq of a view adds one record per
+/// phase, not one per seq. A validator's records are contiguous and sorted
+/// by view, so retention drops its lowest keys.
+pub fn evidence_key(validator: &PublicKey, view: View, phase: Phase) -> [u8; EVIDENCE_KEY_LEN] {
+    let mut key = [0u8; EVIDENCE_KEY_LEN];
+    key[..32].copy_from_slice(&validator.0);
+    key[32..40].copy_from_slice(&view.0.to_be_bytes());
+    key[40] = phase_byte(phase);
+    key
+}
+
+/// The key `evidence` is stored under.
+pub fn evidence_key_of(evidence: &Evidence) -> [u8; EVIDENCE_KEY_LEN] {
+    evidence_key(&evidence.validator, evidence.view, evidence.phase)
+}
+
+/// The first key after every one of `validator`'s evidence keys, or `None`
+/// for the greatest possible validator key.
+pub fn evidence_validator_end(validator: &PublicKey) -> Option<[u8; 32]> {
+    let mut end = validator.0;
+    for byte in end.iter_mut().rev() {
+        if *byte == u8::MAX {
+            *byte = 0;
+        } else {
+            *byte += 1;
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// The key of a version-1 evidence record, `seq ‖ view ‖ phase ‖
+/// validator`: only for migrating (and testing the migration of) old
+/// stores.
+pub fn evidence_key_v1(evidence: &Evidence) -> [u8; 49] {
+    let mut key = [0u8; 49];
+    key[..8].copy_from_slice(&evidence.seq.0.to_be_bytes());
+    key[8..16].copy_from_slice(&evidence.view.0.to_be_bytes());
+    key[16] = phase_byte(evidence.phase);
     key[17..].copy_from_slice(&evidence.validator.0);
     key
 }
@@ -180,5 +247,31 @@ mod tests {
         assert!(c >= wal_prune_end(SeqNum(u64::MAX)));
         assert_eq!(wal_counter(&a), Some(9));
         assert_eq!(wal_counter(&a[..15]), None);
+    }
+
+    #[test]
+    fn evidence_keys_group_by_validator_then_view_then_phase() {
+        let (a, b) = (PublicKey([1; 32]), PublicKey([2; 32]));
+        let k = |v: &PublicKey, view: u64, phase| evidence_key(v, View(view), phase);
+        assert!(k(&a, 9, Phase::Commit) < k(&b, 0, Phase::PrePrepare));
+        assert!(k(&a, 1, Phase::Commit) < k(&a, 2, Phase::PrePrepare));
+        assert!(k(&a, 2, Phase::PrePrepare) < k(&a, 2, Phase::Prepare));
+        let end = evidence_validator_end(&a).unwrap();
+        assert!(k(&a, u64::MAX, Phase::Commit).as_slice() < end.as_slice());
+        assert!(end.as_slice() <= k(&b, 0, Phase::PrePrepare).as_slice());
+        let mut top = [0xff; 32];
+        assert_eq!(evidence_validator_end(&PublicKey(top)), None);
+        top[31] = 0xfe;
+        assert_eq!(evidence_validator_end(&PublicKey(top)), Some([0xff; 32]));
+        let mut carry = [0; 32];
+        carry[30] = 1;
+        carry[31] = 0xff;
+        let mut carried = [0; 32];
+        carried[30] = 2;
+        assert_eq!(evidence_validator_end(&PublicKey(carry)), Some(carried));
+        for byte in 0..=2 {
+            assert_eq!(phase_of_byte(byte).map(phase_byte), Some(byte));
+        }
+        assert_eq!(phase_of_byte(3), None);
     }
 }

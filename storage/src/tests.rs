@@ -1,6 +1,7 @@
 //! Tests that reach below the `Store` API: records damaged behind the
 //! store's back, a write batch that fails halfway through staging, and a
-//! schema version from another build.
+//! schema version from another build, and the migration of the one older
+//! version.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -9,7 +10,7 @@ use crate::kv::{Kv, WriteSet};
 use crate::schema::{self, meta_key, Cf};
 use crate::{MemStore, RocksOptions, RocksStore, StorageError, Store};
 use common::*;
-use phalanx_consensus::{tx_hash, Phase, SeqNum};
+use phalanx_consensus::{tx_hash, Phase, SeqNum, View, WalEntry};
 use phalanx_crypto::codec;
 
 fn put_raw<K: Kv>(kv: &K, cf: Cf, key: &[u8], value: Vec<u8>) {
@@ -181,7 +182,12 @@ fn undecodable_bytes_are_corruption_in_every_family() {
         garbage(),
     );
     put_raw(kv, Cf::Wal, &schema::wal_key(Some(SeqNum(1)), 0), garbage());
-    put_raw(kv, Cf::Evidence, &[0u8; 49], garbage());
+    put_raw(
+        kv,
+        Cf::Evidence,
+        &[0u8; schema::EVIDENCE_KEY_LEN],
+        garbage(),
+    );
     assert!(is_corruption(store.block(SeqNum(1))));
     assert!(is_corruption(store.certificate(SeqNum(2))));
     assert!(is_corruption(store.tx_location(&tx)));
@@ -306,4 +312,97 @@ fn direct_account_reads_refuse_to_guess() {
         vec![1],
     );
     AccountReader::account(&store, &alice);
+}
+
+#[test]
+fn evidence_stored_under_another_key_is_corruption() {
+    let store = MemStore::new();
+    let e = equivocation(1, 4, 9);
+    let elsewhere = schema::evidence_key(&e.validator, View(5), e.phase);
+    put_raw(
+        store.records.kv(),
+        Cf::Evidence,
+        &elsewhere,
+        codec::encode(&e),
+    );
+    assert!(is_corruption(store.evidence()));
+    assert!(is_corruption(store.evidence_page(None, 10)));
+}
+
+#[test]
+fn a_version_1_store_has_its_evidence_rekeyed_and_bounded_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let flood_size = schema::EVIDENCE_PER_VALIDATOR_MAX as u64 + 40;
+    // Validator 0 equivocated on every seq of many views (10 seqs a
+    // view), validator 3 once; written as version 1 did, one record per
+    // (seq, view, phase, validator).
+    let mut old = vec![equivocation(3, 2, 7)];
+    for i in 0..flood_size * 10 {
+        old.push(equivocation(0, i / 10, 1000 - i % 10));
+    }
+    {
+        let store = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap();
+        let kv = store.records.kv();
+        for e in &old {
+            put_raw(
+                kv,
+                Cf::Evidence,
+                &schema::evidence_key_v1(e),
+                codec::encode(e),
+            );
+        }
+        put_raw(
+            kv,
+            Cf::Meta,
+            meta_key::SCHEMA_VERSION,
+            codec::encode(&schema::SCHEMA_VERSION_EVIDENCE_BY_SEQ),
+        );
+    }
+    let store = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap();
+    let version: u32 = codec::decode(
+        &store
+            .records
+            .kv()
+            .get(Cf::Meta, meta_key::SCHEMA_VERSION)
+            .unwrap()
+            .unwrap(),
+        64,
+    )
+    .unwrap();
+    assert_eq!(version, schema::SCHEMA_VERSION);
+    let stored = store.evidence().unwrap();
+    assert_eq!(stored.len(), schema::EVIDENCE_PER_VALIDATOR_MAX + 1);
+    let traitor = validator_keys()[0].public();
+    let views: Vec<u64> = stored
+        .iter()
+        .filter(|e| e.validator == traitor)
+        .map(|e| e.view.0)
+        .collect();
+    let newest: Vec<u64> = (40..flood_size).collect();
+    assert_eq!(views, newest, "the newest views are kept");
+    for e in stored.iter().filter(|e| e.validator == traitor) {
+        assert_eq!(e.seq.0, 1000 - 9, "the lowest seq's proof of a view");
+    }
+    assert!(stored.contains(&equivocation(3, 2, 7)));
+    // Opening again migrates nothing more.
+    drop(store);
+    let store = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap();
+    assert_eq!(store.evidence().unwrap(), stored);
+}
+
+#[test]
+fn a_failed_wal_append_leaves_what_is_kept_unchanged() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = RocksStore::open(dir.path(), &RocksOptions::default()).unwrap();
+    let steps = chain(4);
+    let s2 = WalEntry::Stable(checkpoint_certificate(&steps[1]));
+    let s4 = WalEntry::Stable(checkpoint_certificate(&steps[3]));
+    store.append_wal(std::slice::from_ref(&s2), true).unwrap();
+    *store.records.kv().fail_write_after_ops.lock().unwrap() = Some(1);
+    assert!(store.append_wal(std::slice::from_ref(&s4), true).is_err());
+    *store.records.kv().fail_write_after_ops.lock().unwrap() = None;
+    assert_eq!(store.load_wal().unwrap(), vec![s2.clone()]);
+    // The failed append did not count s4 as stored: it is written now.
+    store.append_wal(std::slice::from_ref(&s4), true).unwrap();
+    assert_eq!(store.load_wal().unwrap(), vec![s4]);
 }

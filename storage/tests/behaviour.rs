@@ -6,11 +6,12 @@ mod common;
 use common::*;
 use phalanx_consensus::ledger::{genesis_state_root, MemoryLedger};
 use phalanx_consensus::{
-    tx_hash, Batch, CommittedBatch, Phase, SeqNum, TxFailure, TxResult, WalEntry,
+    tx_hash, Batch, CommittedBatch, Evidence, Phase, SeqNum, TxFailure, TxResult, View, WalEntry,
 };
 use phalanx_crypto::{Address, Digest};
+use phalanx_storage::schema::EVIDENCE_PER_VALIDATOR_MAX;
 use phalanx_storage::{
-    ChainTip, MemStore, RocksOptions, RocksStore, StorageError, Store, TxLocation,
+    ChainTip, EvidenceCursor, MemStore, RocksOptions, RocksStore, StorageError, Store, TxLocation,
 };
 
 /// Everything `apply_block` may touch, read through the public API.
@@ -432,20 +433,215 @@ fn wal_loads_in_append_order_and_prunes_below_a_seq(store: &dyn Store) {
     assert_eq!(store.load_wal().unwrap().len(), 2);
 }
 
-fn evidence_is_kept_once_per_slot(store: &dyn Store) {
-    assert_eq!(store.evidence().unwrap(), vec![]);
-    let late = equivocation(1, 0, 9);
-    let early = equivocation(2, 1, 4);
-    store.put_evidence(&late).unwrap();
-    store.put_evidence(&early).unwrap();
-    let mut again = equivocation(1, 0, 9);
-    std::mem::swap(&mut again.first, &mut again.second);
-    store.put_evidence(&again).unwrap();
+fn stable(seq: u64) -> WalEntry {
+    let steps = chain(seq);
+    WalEntry::Stable(checkpoint_certificate(&steps[seq as usize - 1]))
+}
+
+fn entered(view: u64) -> WalEntry {
+    WalEntry::View {
+        view: View(view),
+        entered: true,
+    }
+}
+
+fn left(view: u64) -> WalEntry {
+    WalEntry::View {
+        view: View(view),
+        entered: false,
+    }
+}
+
+fn wal_keeps_one_record_of_each_kind_restore_reads_the_latest_of(store: &dyn Store) {
+    let (s2, s4, s6) = (stable(2), stable(4), stable(6));
+    let (nv3, nv5) = (new_view(3, &[2, 3]), new_view(5, &[]));
+    store
+        .append_wal(&[s4.clone(), left(1), vote(5, Phase::Prepare)], true)
+        .unwrap();
+    // Older or equal records of a kind already stored are not written;
+    // later ones replace it, also within one append.
+    store
+        .append_wal(&[s2, s4.clone(), entered(1), left(2), left(1)], true)
+        .unwrap();
+    store
+        .append_wal(
+            &[nv3.clone(), left(3), entered(3), vote(6, Phase::Commit)],
+            true,
+        )
+        .unwrap();
     assert_eq!(
-        store.evidence().unwrap(),
-        vec![early, late],
-        "ordered by seq, first proof kept"
+        store.load_wal().unwrap(),
+        vec![
+            s4,
+            vote(5, Phase::Prepare),
+            nv3.clone(),
+            left(3),
+            entered(3),
+            vote(6, Phase::Commit)
+        ]
     );
+    store
+        .append_wal(
+            &[
+                left(4),
+                s6.clone(),
+                nv3.clone(),
+                left(5),
+                entered(5),
+                nv5.clone(),
+            ],
+            true,
+        )
+        .unwrap();
+    let after_view_5 = vec![
+        vote(5, Phase::Prepare),
+        vote(6, Phase::Commit),
+        s6.clone(),
+        left(5),
+        entered(5),
+        nv5.clone(),
+    ];
+    assert_eq!(store.load_wal().unwrap(), after_view_5);
+
+    // NEW-VIEW records are numbered (by the highest seq they re-issue) and
+    // pruned with the rest; once gone, a later one is stored whatever its
+    // view, as it would have been without the bound.
+    store.prune_wal(SeqNum(6)).unwrap();
+    store.append_wal(std::slice::from_ref(&nv3), true).unwrap();
+    assert_eq!(
+        store.load_wal().unwrap(),
+        vec![vote(6, Phase::Commit), s6, left(5), entered(5), nv3]
+    );
+}
+
+fn wal_stays_bounded_over_many_checkpoints_and_views(store: &dyn Store) {
+    let steps = chain(40);
+    for (i, step) in steps.iter().enumerate() {
+        let seq = i as u64 + 1;
+        let view = seq / 3;
+        store
+            .append_wal(
+                &[
+                    vote(seq, Phase::Prepare),
+                    vote(seq, Phase::Commit),
+                    left(view + 1),
+                    entered(view + 1),
+                    WalEntry::Stable(checkpoint_certificate(step)),
+                    new_view(view + 1, &[seq]),
+                ],
+                false,
+            )
+            .unwrap();
+        store.prune_wal(SeqNum(seq)).unwrap();
+        let wal = store.load_wal().unwrap();
+        assert!(wal.len() <= 6, "after seq {seq}: {} records", wal.len());
+    }
+}
+
+fn evidence_is_one_record_per_validator_view_and_phase(store: &dyn Store) {
+    assert_eq!(store.evidence().unwrap(), vec![]);
+    let first = equivocation(1, 4, 9);
+    store.put_evidence(&first).unwrap();
+    // Another seq of the same view and phase, or the same proof swapped:
+    // not a second record.
+    store.put_evidence(&equivocation(1, 4, 10)).unwrap();
+    let mut swapped = first.clone();
+    std::mem::swap(&mut swapped.first, &mut swapped.second);
+    store.put_evidence(&swapped).unwrap();
+    let other_view = equivocation(1, 3, 11);
+    let other_validator = equivocation(0, 4, 9);
+    let mut other_phase = equivocation(1, 4, 9);
+    other_phase.phase = Phase::Commit;
+    for e in [&other_view, &other_validator, &other_phase] {
+        store.put_evidence(e).unwrap();
+    }
+    let mut expected = vec![first, other_view, other_validator, other_phase];
+    expected.sort_by_key(|e| (e.validator, e.view, e.phase));
+    assert_eq!(store.evidence().unwrap(), expected);
+}
+
+/// `count` distinct conflicting votes from validator `who` (ten seqs per
+/// view): distinct (view, seq) pairs, as a traitor would sign them. The
+/// signatures are one pair's: storage does not check them.
+fn flood(who: usize, count: u64) -> impl Iterator<Item = Evidence> {
+    let template = equivocation(who, 0, 1);
+    (0..count).map(move |i| Evidence {
+        view: View(i / 10),
+        seq: SeqNum(i + 1),
+        phase: [Phase::Prepare, Phase::Commit][(i % 2) as usize],
+        ..template.clone()
+    })
+}
+
+fn a_flood_of_conflicting_votes_keeps_the_newest_bounded_records(store: &dyn Store) {
+    let honest_mistake = equivocation(2, 0, 1);
+    store.put_evidence(&honest_mistake).unwrap();
+    let flood_size = 30_000;
+    for e in flood(0, flood_size) {
+        store.put_evidence(&e).unwrap();
+    }
+    let stored = store.evidence().unwrap();
+    let from_traitor: Vec<&Evidence> = stored
+        .iter()
+        .filter(|e| e.validator == validator_keys()[0].public())
+        .collect();
+    assert_eq!(from_traitor.len(), EVIDENCE_PER_VALIDATOR_MAX);
+    assert_eq!(stored.len(), EVIDENCE_PER_VALIDATOR_MAX + 1);
+    // The newest (view, phase) keys are the ones kept.
+    let mut newest: Vec<(View, Phase)> = flood(0, flood_size).map(|e| (e.view, e.phase)).collect();
+    newest.sort();
+    newest.dedup();
+    let newest = newest.split_off(newest.len() - EVIDENCE_PER_VALIDATOR_MAX);
+    let kept: Vec<(View, Phase)> = from_traitor.iter().map(|e| (e.view, e.phase)).collect();
+    assert_eq!(kept, newest);
+    // Another validator's record is not pushed out by the flood.
+    assert!(stored.contains(&honest_mistake));
+    // An old record arriving late does not displace a newer one.
+    store.put_evidence(&equivocation(0, 0, 5)).unwrap();
+    assert_eq!(store.evidence().unwrap(), stored);
+}
+
+fn evidence_pages_return_everything_in_order_once(store: &dyn Store) {
+    for who in [3, 0, 2] {
+        for e in flood(who, 40) {
+            store.put_evidence(&e).unwrap();
+        }
+    }
+    let all = store.evidence().unwrap();
+    assert_eq!(all.len(), 3 * 4 * 2, "three validators, 4 views x 2 phases");
+    let empty = store.evidence_page(None, 0).unwrap();
+    assert_eq!((empty.records.len(), empty.next), (0, None));
+    for limit in [1, 7, 48, 100] {
+        let mut paged = Vec::new();
+        let mut after: Option<EvidenceCursor> = None;
+        loop {
+            let page = store.evidence_page(after.as_ref(), limit).unwrap();
+            assert!(page.records.len() <= limit);
+            paged.extend(page.records);
+            match page.next {
+                Some(next) => {
+                    // The cursor survives being written into a URL.
+                    let text = next.to_string();
+                    assert_eq!(text.parse::<EvidenceCursor>(), Ok(next));
+                    after = Some(next);
+                }
+                None => break,
+            }
+        }
+        assert_eq!(paged, all, "limit {limit}");
+    }
+    let mut keys: Vec<_> = all.iter().map(EvidenceCursor::of).collect();
+    let sorted = {
+        let mut k = keys.clone();
+        k.sort();
+        k
+    };
+    assert_eq!(keys, sorted, "ordered by (validator, view, phase)");
+    keys.dedup();
+    assert_eq!(keys.len(), all.len(), "no duplicates");
+    let last = EvidenceCursor::of(all.last().unwrap());
+    let past_the_end = store.evidence_page(Some(&last), 10).unwrap();
+    assert_eq!((past_the_end.records.len(), past_the_end.next), (0, None));
 }
 
 // ---- run every scenario on both stores --------------------------------------
@@ -480,5 +676,9 @@ on_both_stores!(
     apply_committed_executes_on_stored_state,
     checkpoints_by_seq_and_latest,
     wal_loads_in_append_order_and_prunes_below_a_seq,
-    evidence_is_kept_once_per_slot,
+    wal_keeps_one_record_of_each_kind_restore_reads_the_latest_of,
+    wal_stays_bounded_over_many_checkpoints_and_views,
+    evidence_is_one_record_per_validator_view_and_phase,
+    a_flood_of_conflicting_votes_keeps_the_newest_bounded_records,
+    evidence_pages_return_everything_in_order_once,
 );

@@ -379,7 +379,7 @@ fn a_flipped_data_block_fails_its_reads_and_breaks_the_chain() {
 
 fn evidence_sorted(evidence: &[phalanx_consensus::Evidence]) -> Vec<phalanx_consensus::Evidence> {
     let mut sorted = evidence.to_vec();
-    sorted.sort_by_key(|e| (e.seq, e.view));
+    sorted.sort_by_key(|e| (e.validator, e.view, e.phase));
     sorted
 }
 

@@ -341,12 +341,19 @@ pub fn judge(inp: Inputs<'_>) -> Verdict {
     // Evidence.
     let mut accused = BTreeSet::new();
     for (_, api) in &inp.honest {
-        if let Ok(e) = api.get("/v1/evidence") {
+        // Every page: evidence is paged by validator, so the first page
+        // can name only the first validators.
+        let mut path = "/v1/evidence?limit=1000".to_string();
+        while let Ok(e) = api.get(&path) {
             for item in e["evidence"].as_array().cloned().unwrap_or_default() {
                 figures.evidence += 1;
                 if let Some(i) = item["validator_index"].as_u64() {
                     accused.insert(i as usize);
                 }
+            }
+            match e["next"].as_str() {
+                Some(next) => path = format!("/v1/evidence?limit=1000&after={next}"),
+                None => break,
             }
         }
     }

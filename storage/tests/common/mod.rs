@@ -7,8 +7,8 @@
 use phalanx_consensus::ledger::{execute, Account, MemoryLedger};
 use phalanx_consensus::{
     Batch, Block, Checkpoint, CheckpointCertificate, Commit, CommitCertificate, CommittedBatch,
-    ConsensusParams, Evidence, Genesis, GenesisAccount, GenesisValidator, Message, Phase, Prepare,
-    SeqNum, Transaction, Transfer, View, WalEntry,
+    ConsensusParams, Evidence, Genesis, GenesisAccount, GenesisValidator, Message, NewView, Phase,
+    PrePrepare, Prepare, SeqNum, Transaction, Transfer, View, WalEntry,
 };
 use phalanx_crypto::{Address, Digest, Keypair, Signed};
 use std::collections::BTreeMap;
@@ -177,6 +177,36 @@ pub fn view_record(view: u64) -> WalEntry {
         view: View(view),
         entered: view.is_multiple_of(2),
     }
+}
+
+/// The NEW-VIEW of `view`, signed by its primary, re-issuing null batches
+/// at `seqs` (it carries no VIEW-CHANGEs: storage does not check them).
+pub fn new_view(view: u64, seqs: &[u64]) -> WalEntry {
+    let keys = validator_keys();
+    let primary = &keys[(view % keys.len() as u64) as usize];
+    let pre_prepares = seqs
+        .iter()
+        .map(|seq| {
+            Signed::sign(
+                PrePrepare {
+                    view: View(view),
+                    seq: SeqNum(*seq),
+                    digest: Batch::null().digest(),
+                },
+                primary,
+                CHAIN_ID,
+            )
+        })
+        .collect();
+    WalEntry::NewView(Box::new(Signed::sign(
+        NewView {
+            view: View(view),
+            view_changes: Vec::new(),
+            pre_prepares,
+        },
+        primary,
+        CHAIN_ID,
+    )))
 }
 
 pub fn checkpoint_certificate(step: &Step) -> CheckpointCertificate {
