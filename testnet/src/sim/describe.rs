@@ -40,6 +40,11 @@ pub fn describe_message(m: &Message) -> String {
             vc.payload.checkpoint.as_ref().map(|c| c.seq.0),
             vc.payload.prepared.len()
         ),
+        Message::Complaint(c) => format!(
+            "complaint for v{} by {}",
+            c.payload.new_view.0,
+            c.signer.short()
+        ),
         Message::NewView(nv) => format!(
             "new-view v{} ({} pre-prepares)",
             nv.payload.view.0,
