@@ -80,7 +80,7 @@ pub fn document(api: &ApiConfig) -> Value {
             "/v1/status": {"get": {"summary": "Height, view, primary, peers, mempool, catching up", "responses": {"200": ok("Status", json!({"type": "object"}))}}},
             "/v1/evidence": {"get": {"summary": "Equivocation evidence: pairs of conflicting signed messages", "responses": {"200": ok("Evidence", json!({"type": "object"}))}}},
             "/v1/events": {"get": {"summary": "Server-sent events: one `block` event per new block, keep-alive comments in between; a bounded number of subscribers", "responses": {
-                "200": {"description": "Server-sent events", "content": {"text/event-stream": {"schema": {"type": "string"}}}},
+                "200": {"description": "Server-sent events (text/event-stream): `event: block`, data a block summary as JSON"},
                 "503": error_response("Too many subscribers")
             }}},
             "/health": {"get": {"summary": "Liveness", "responses": {"200": ok("ok", json!({"type": "object"}))}}},
