@@ -5,22 +5,31 @@
 //! gets our error shape, and nothing here touches consensus state except
 //! through the mempool.
 
+mod body;
+mod server;
+
+pub use server::{guard, serve_router};
+
 use crate::node::{Admitted, Shared};
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::stream::Stream;
-use phalanx_consensus::{Block, CommitCertificate, SeqNum, Transaction, TxResult};
+use phalanx_consensus::{Block, CommitCertificate, SeqNum, TxResult};
 use phalanx_crypto::{merkle, Address, Digest};
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
 
 /// A node more blocks behind than this refuses submissions (503
 /// `catching_up`) until it has caught up. A few blocks behind is normal
@@ -61,6 +70,11 @@ impl From<phalanx_storage::StorageError> for ApiError {
 
 pub fn router(shared: AppState) -> Router {
     let body_limit = shared.config.api.max_body_bytes;
+    let event_slots = EventSlots {
+        free: Arc::new(Semaphore::new(shared.config.api.max_event_subscribers)),
+        max: shared.config.api.max_event_subscribers,
+        keepalive: Duration::from_millis(shared.config.api.event_keepalive_ms),
+    };
     Router::new()
         .route("/v1/transactions", post(submit))
         .route("/v1/transactions/{hash}", get(transaction))
@@ -76,22 +90,38 @@ pub fn router(shared: AppState) -> Router {
         .route("/openapi.json", get(openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Bounds the body while it streams in (413 past it); axum's
+        // rather than tower-http's RequestBodyLimit, whose early refusal
+        // by Content-Length closes on a client still writing (a reset,
+        // not an answer).
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(Extension(event_slots))
         .with_state(shared)
 }
 
-/// Serves the API until `shutdown` resolves.
+/// Serves the API until `shutdown` resolves, under the `[api]` limits
+/// (see `server`).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     shared: AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) {
-    let app = router(shared);
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
-    {
-        tracing::error!("api server: {e}");
+    let config = shared.config.api.clone();
+    serve_router(listener, router(shared), &config, shutdown).await;
+}
+
+/// A query string, refused in our JSON shape (axum's `Query` answers
+/// text/plain).
+struct ApiQuery<T>(T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(q)| ApiQuery(q))
+            .map_err(|e| ApiError::new(400, "bad_query", e.body_text()))
     }
 }
 
@@ -105,16 +135,6 @@ async fn method_not_allowed() -> ApiError {
         "method_not_allowed",
         "method not allowed on this route; see /openapi.json",
     )
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchBody {
-    transactions: Vec<Value>,
-}
-
-fn parse_tx(v: Value) -> Result<Transaction, String> {
-    serde_json::from_value(v).map_err(|e| e.to_string())
 }
 
 /// `POST /v1/transactions`: one transaction, or `{"transactions": [...]}`.
@@ -168,43 +188,33 @@ async fn submit(
         };
         ApiError::new(status, code, e.body_text())
     })?;
-    let value: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::new(400, "malformed_json", format!("malformed JSON: {e}")))?;
-    let batch = value.get("transactions").is_some();
-    let raw = if batch {
-        let b: BatchBody = serde_json::from_value(value)
-            .map_err(|e| ApiError::new(400, "malformed_transaction", e.to_string()))?;
-        if b.transactions.len() > s.config.api.max_batch_txs {
+    let (batch, parsed) = match body::parse(&body, s.config.api.max_batch_txs) {
+        Ok(body::Submission::One(tx)) => (false, vec![tx]),
+        Ok(body::Submission::Batch(txs)) => (true, txs),
+        Err(body::BodyError::Json(e)) => {
             return Err(ApiError::new(
-                413,
-                "batch_too_large",
-                format!(
-                    "{} transactions, the limit is {}",
-                    b.transactions.len(),
-                    s.config.api.max_batch_txs
-                ),
-            ));
+                400,
+                "malformed_json",
+                format!("malformed JSON: {e}"),
+            ))
         }
-        b.transactions
-    } else {
-        vec![value]
-    };
-    // Parse each; a malformed one is its own error.
-    let mut parsed = Vec::with_capacity(raw.len());
-    let mut errors: Vec<Option<ApiError>> = Vec::with_capacity(raw.len());
-    for v in raw {
-        match parse_tx(v) {
-            Ok(tx) => {
-                parsed.push(tx);
-                errors.push(None);
-            }
-            Err(e) => errors.push(Some(ApiError::new(
+        // A batch with one malformed item is refused whole: nothing of it
+        // is admitted, and the message names the item.
+        Err(body::BodyError::Shape(e)) => {
+            return Err(ApiError::new(
                 400,
                 "malformed_transaction",
                 format!("not a transaction: {e}"),
-            ))),
+            ))
         }
-    }
+        Err(body::BodyError::TooMany(max)) => {
+            return Err(ApiError::new(
+                413,
+                "batch_too_large",
+                format!("more than {max} transactions in the batch"),
+            ))
+        }
+    };
     let admission = s.mempool.submit(parsed).await;
     if !admission.admitted.is_empty() {
         // Bounded channel: waits while the consensus loop is busy.
@@ -215,30 +225,25 @@ async fn submit(
             })
             .await;
     }
-    let mut verdicts = admission.verdicts.into_iter();
-    let results: Vec<Result<Digest, ApiError>> = errors
+    let results: Vec<Result<Digest, ApiError>> = admission
+        .verdicts
         .into_iter()
-        .map(|e| match e {
-            Some(e) => Err(e),
-            None => match verdicts.next() {
-                Some(Ok(h)) => Ok(h),
-                Some(Err(e)) => {
-                    s.metrics.reject_tx(e.code());
-                    Err(ApiError::new(e.status(), e.code(), e.to_string()))
-                }
-                None => Err(ApiError::new(500, "internal", "verdict missing")),
-            },
+        .map(|v| {
+            v.map_err(|e| {
+                s.metrics.reject_tx(e.code());
+                ApiError::new(e.status(), e.code(), e.to_string())
+            })
         })
         .collect();
     if !batch {
-        let result = results.into_iter().next().expect("one transaction");
-        return match result {
-            Ok(h) => Ok((
+        return match results.into_iter().next() {
+            Some(Ok(h)) => Ok((
                 StatusCode::ACCEPTED,
                 Json(json!({"hash": h.to_hex(), "status": "pending"})),
             )
                 .into_response()),
-            Err(e) => Err(e),
+            Some(Err(e)) => Err(e),
+            None => Err(ApiError::new(500, "internal", "verdict missing")),
         };
     }
     let accepted = results.iter().filter(|r| r.is_ok()).count();
@@ -280,7 +285,7 @@ fn result_json(r: &TxResult) -> Value {
 async fn transaction(
     State(s): State<AppState>,
     Path(hash): Path<String>,
-    Query(q): Query<ProofQuery>,
+    ApiQuery(q): ApiQuery<ProofQuery>,
 ) -> Result<Response, ApiError> {
     let hash = parse_digest(&hash)?;
     if let Some(loc) = s.store.tx_location(&hash)? {
@@ -496,12 +501,36 @@ async fn evidence(
     })))
 }
 
-/// `GET /v1/events`: server-sent events, one `block` event per new block.
+/// The `/v1/events` subscriber slots: a stream holds one until it ends.
+#[derive(Clone)]
+struct EventSlots {
+    free: Arc<Semaphore>,
+    max: usize,
+    keepalive: Duration,
+}
+
+/// `GET /v1/events`: server-sent events, one `block` event per new block,
+/// a keep-alive comment when there is none; at most
+/// `api.max_event_subscribers` at once.
 async fn events(
     State(s): State<AppState>,
-) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    Extension(slots): Extension<EventSlots>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let slot = slots.free.clone().try_acquire_owned().map_err(|_| {
+        ApiError::new(
+            503,
+            "too_many_subscribers",
+            format!(
+                "this node serves at most {} event streams at once; retry later or use another node",
+                slots.max
+            ),
+        )
+    })?;
     let rx = s.blocks.subscribe();
-    let stream = futures::stream::unfold(rx, |mut rx| async move {
+    // The slot lives in the stream's state: given back when the client
+    // goes (hyper drops the stream when a write, such as a keep-alive,
+    // fails).
+    let stream = futures::stream::unfold((rx, slot), |(mut rx, slot)| async move {
         loop {
             match rx.recv().await {
                 Ok(b) => {
@@ -509,14 +538,14 @@ async fn events(
                         .event("block")
                         .json_data(&b)
                         .unwrap_or_default();
-                    return Some((Ok(event), rx));
+                    return Some((Ok(event), (rx, slot)));
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
         }
     });
-    Sse::new(stream).keep_alive(KeepAlive::default())
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(slots.keepalive)))
 }
 
 /// `GET /health`
@@ -538,6 +567,6 @@ async fn metrics(State(s): State<AppState>) -> Response {
 }
 
 /// `GET /openapi.json`
-async fn openapi() -> Json<Value> {
-    Json(crate::openapi::document())
+async fn openapi(State(s): State<AppState>) -> Json<Value> {
+    Json(crate::openapi::document(&s.config.api))
 }

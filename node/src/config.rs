@@ -92,6 +92,27 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// The most transactions in one submission.
     pub max_batch_txs: usize,
+    /// A client must send a request's whole header within this time, or
+    /// the connection is closed. It is also the longest a keep-alive
+    /// connection may sit idle between requests.
+    pub header_read_timeout_ms: u64,
+    /// From the header to the response head: reading the body and
+    /// handling it. Over it, 408 `request_timeout`. Event streams are not
+    /// cut: their response head is sent at once.
+    pub request_timeout_ms: u64,
+    /// Open connections at most; further ones wait in the kernel's accept
+    /// queue (they cost the node no file descriptor). Keep it well below
+    /// the process's file-descriptor limit (RocksDB keeps up to 256).
+    pub max_connections: usize,
+    /// Open connections from one IP address at most; further ones are
+    /// answered 503 `too_many_connections` and closed.
+    pub max_connections_per_ip: usize,
+    /// `/v1/events` subscribers at most; further ones get 503
+    /// `too_many_subscribers`.
+    pub max_event_subscribers: usize,
+    /// An event stream with no block to send gets a comment this often,
+    /// so proxies keep it and a dead client is noticed.
+    pub event_keepalive_ms: u64,
 }
 
 impl Default for ApiConfig {
@@ -100,6 +121,12 @@ impl Default for ApiConfig {
             listen: "127.0.0.1:8000".parse().expect("valid default"),
             max_body_bytes: 4 << 20,
             max_batch_txs: 4096,
+            header_read_timeout_ms: 5_000,
+            request_timeout_ms: 10_000,
+            max_connections: 512,
+            max_connections_per_ip: 128,
+            max_event_subscribers: 128,
+            event_keepalive_ms: 15_000,
         }
     }
 }
@@ -251,6 +278,33 @@ impl NodeConfig {
         if self.api.max_batch_txs == 0 {
             return Err(bad("api.max_batch_txs", "must be at least 1"));
         }
+        for (field, ms) in [
+            (
+                "api.header_read_timeout_ms",
+                self.api.header_read_timeout_ms,
+            ),
+            ("api.request_timeout_ms", self.api.request_timeout_ms),
+            ("api.event_keepalive_ms", self.api.event_keepalive_ms),
+        ] {
+            if !(10..=3_600_000).contains(&ms) {
+                return Err(bad(field, "must be between 10 and 3600000 (one hour)"));
+            }
+        }
+        if self.api.max_connections == 0 {
+            return Err(bad("api.max_connections", "must be at least 1"));
+        }
+        if !(1..=self.api.max_connections).contains(&self.api.max_connections_per_ip) {
+            return Err(bad(
+                "api.max_connections_per_ip",
+                "must be between 1 and api.max_connections",
+            ));
+        }
+        if self.api.max_event_subscribers >= self.api.max_connections {
+            return Err(bad(
+                "api.max_event_subscribers",
+                "must be below api.max_connections, so streams cannot take every connection",
+            ));
+        }
         if self.mempool.max_txs == 0 || self.mempool.max_bytes == 0 {
             return Err(bad("mempool", "max_txs and max_bytes must be positive"));
         }
@@ -343,6 +397,20 @@ listen = "{api_listen}"
 max_body_bytes = {max_body_bytes}
 # The most transactions accepted in one POST /v1/transactions.
 max_batch_txs = {max_batch_txs}
+# A request's header must arrive within this time, else the connection is
+# closed; also the longest a keep-alive connection may sit idle.
+header_read_timeout_ms = {header_read_timeout_ms}
+# Reading the body and handling it, until the response head (408 after).
+request_timeout_ms = {request_timeout_ms}
+# Open connections at most (more wait in the kernel's accept queue), and
+# from one IP address (more are answered 503). Keep max_connections well
+# below the file-descriptor limit (`ulimit -n`): RocksDB keeps up to 256.
+max_connections = {max_connections}
+max_connections_per_ip = {max_connections_per_ip}
+# /v1/events subscribers at most (503 after), and how often an idle stream
+# gets a keep-alive comment.
+max_event_subscribers = {max_event_subscribers}
+event_keepalive_ms = {event_keepalive_ms}
 
 [mempool]
 # Past this backlog, submissions are refused (503 mempool_full) before
@@ -391,6 +459,12 @@ level = "{level}"
             api_listen = self.api.listen,
             max_body_bytes = self.api.max_body_bytes,
             max_batch_txs = self.api.max_batch_txs,
+            header_read_timeout_ms = self.api.header_read_timeout_ms,
+            request_timeout_ms = self.api.request_timeout_ms,
+            max_connections = self.api.max_connections,
+            max_connections_per_ip = self.api.max_connections_per_ip,
+            max_event_subscribers = self.api.max_event_subscribers,
+            event_keepalive_ms = self.api.event_keepalive_ms,
             max_txs = self.mempool.max_txs,
             max_bytes = self.mempool.max_bytes,
             nonce_ahead_max = self.mempool.nonce_ahead_max,
@@ -469,6 +543,16 @@ mod tests {
             (
                 "[mempool]\nmax_txs = 10\nsender_txs_max = 11\n",
                 "sender_txs_max",
+            ),
+            ("[api]\nheader_read_timeout_ms = 0\n", "api.header_read_timeout_ms"),
+            ("[api]\nmax_connections = 0\n", "api.max_connections"),
+            (
+                "[api]\nmax_connections = 8\nmax_connections_per_ip = 9\nmax_event_subscribers = 2\n",
+                "api.max_connections_per_ip",
+            ),
+            (
+                "[api]\nmax_connections = 8\nmax_connections_per_ip = 4\nmax_event_subscribers = 8\n",
+                "api.max_event_subscribers",
             ),
             ("[log]\nlevel = \"phalanx_node=loud\"\n", "log.level"),
             ("[log]\nlevel = \"phalanx_node=[\"\n", "log.level"),
