@@ -62,6 +62,22 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// 503 `fail_stopped` if the node fail-stopped: its state disagreed with a
+/// checkpoint quorum, so nothing it executed may be served as true.
+fn refuse_if_fail_stopped(s: &Shared) -> Result<(), ApiError> {
+    match s.fail_stop() {
+        None => Ok(()),
+        Some(stop) => Err(ApiError::new(
+            503,
+            "fail_stopped",
+            format!(
+                "this node stopped at checkpoint {}: {}. It serves no state and takes no transactions: use another node. Operator: {}",
+                stop.seq, stop.reason, stop.recovery
+            ),
+        )),
+    }
+}
+
 impl From<phalanx_storage::StorageError> for ApiError {
     fn from(e: phalanx_storage::StorageError) -> ApiError {
         ApiError::new(500, "storage", e.to_string())
@@ -147,6 +163,7 @@ async fn submit(
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
+    refuse_if_fail_stopped(&s)?;
     if !is_json {
         return Err(ApiError::new(
             415,
@@ -288,6 +305,7 @@ async fn transaction(
     ApiQuery(q): ApiQuery<ProofQuery>,
 ) -> Result<Response, ApiError> {
     let hash = parse_digest(&hash)?;
+    refuse_if_fail_stopped(&s)?;
     if let Some(loc) = s.store.tx_location(&hash)? {
         let block = s
             .store
@@ -336,6 +354,7 @@ async fn account(
 ) -> Result<Json<Value>, ApiError> {
     let address = Address::from_hex(&address)
         .map_err(|_| ApiError::new(400, "bad_address", "expected 40 hex characters"))?;
+    refuse_if_fail_stopped(&s)?;
     let a = s.store.account(&address)?;
     let height = s.store.height()?;
     let pending_nonce = s.mempool.pending_nonce(&address, a.nonce);
@@ -384,6 +403,8 @@ fn block_json(s: &Shared, b: &Block, cert: Option<CommitCertificate>) -> Value {
 }
 
 async fn block_at(s: &Shared, height: SeqNum) -> Result<Json<Value>, ApiError> {
+    // A block's header and results carry the state this node executed.
+    refuse_if_fail_stopped(s)?;
     let b = s.store.block(height)?.ok_or_else(|| {
         ApiError::new(404, "not_found", format!("no block at height {}", height.0))
     })?;
@@ -393,6 +414,7 @@ async fn block_at(s: &Shared, height: SeqNum) -> Result<Json<Value>, ApiError> {
 
 /// `GET /v1/blocks/latest`
 async fn latest_block(State(s): State<AppState>) -> Result<Json<Value>, ApiError> {
+    refuse_if_fail_stopped(&s)?;
     let h = s.store.height()?;
     if h.0 == 0 {
         return Err(ApiError::new(404, "not_found", "no blocks yet"));
@@ -548,10 +570,27 @@ async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(slots.keepalive)))
 }
 
-/// `GET /health`
-async fn health(State(s): State<AppState>) -> Json<Value> {
+/// `GET /health`: 200 `ok` or `degraded` (running, something failed: see
+/// `reason`), 503 `fail_stopped` (stopped on a state divergence: see
+/// `reason` and `recovery`).
+async fn health(State(s): State<AppState>) -> Response {
     let st = s.status();
-    Json(json!({"status": "ok", "height": st.height, "peers_connected": st.peers_connected}))
+    let mut body =
+        json!({"status": "ok", "height": st.height, "peers_connected": st.peers_connected});
+    if let Some(stop) = &st.fail_stopped {
+        body["status"] = json!("fail_stopped");
+        body["reason"] = json!(stop.reason);
+        body["seq"] = json!(stop.seq);
+        body["since_ms"] = json!(stop.since_ms);
+        body["recovery"] = json!(stop.recovery);
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response();
+    }
+    if let Some(d) = &st.degraded {
+        body["status"] = json!("degraded");
+        body["reason"] = json!(d.reason);
+        body["since_ms"] = json!(d.since_ms);
+    }
+    Json(body).into_response()
 }
 
 /// `GET /metrics`: Prometheus text format.

@@ -31,11 +31,17 @@ pub struct Metrics {
     pub txs_executed: Counter,
     pub txs_failed: Counter,
     pub catching_up: Gauge,
+    /// 1 once the node fail-stopped on a state divergence.
+    pub fail_stopped: Gauge,
+    pub catch_up_blocks_served: Counter,
+    pub catch_up_serve_errors: Counter,
+    pub new_view_answers_throttled: Counter,
     network_sent: Counter,
     network_received: Counter,
     network_dropped: Counter,
     network_peers_refused: Counter,
     network_oversized: Counter,
+    network_over_budget: Counter,
 }
 
 impl Metrics {
@@ -60,11 +66,16 @@ impl Metrics {
             txs_executed: Counter::default(),
             txs_failed: Counter::default(),
             catching_up: Gauge::default(),
+            fail_stopped: Gauge::default(),
+            catch_up_blocks_served: Counter::default(),
+            catch_up_serve_errors: Counter::default(),
+            new_view_answers_throttled: Counter::default(),
             network_sent: Counter::default(),
             network_received: Counter::default(),
             network_dropped: Counter::default(),
             network_peers_refused: Counter::default(),
             network_oversized: Counter::default(),
+            network_over_budget: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -105,7 +116,7 @@ impl Metrics {
         );
         registry.register(
             "messages_rejected",
-            "Consensus messages rejected, by reason",
+            "Inbound messages (consensus, gossip, catch-up requests) rejected or dropped, by reason",
             m.messages_rejected.clone(),
         );
         registry.register(
@@ -133,7 +144,27 @@ impl Metrics {
             "1 while catching up from peers",
             m.catching_up.clone(),
         );
+        registry.register(
+            "fail_stopped",
+            "1 once this node's state differed from a checkpoint quorum's and it stopped",
+            m.fail_stopped.clone(),
+        );
         for (name, help, counter) in [
+            (
+                "catch_up_blocks_served",
+                "Blocks sent to catching-up peers",
+                &m.catch_up_blocks_served,
+            ),
+            (
+                "catch_up_serve_errors",
+                "Catch-up answers cut short because a block could not be read",
+                &m.catch_up_serve_errors,
+            ),
+            (
+                "new_view_answers_throttled",
+                "NEW-VIEW answers not sent again to a peer that asked within the interval",
+                &m.new_view_answers_throttled,
+            ),
             (
                 "network_messages_sent",
                 "Consensus messages acknowledged by their recipient",
@@ -159,6 +190,11 @@ impl Metrics {
                 "Messages over the size limit, refused either way",
                 &m.network_oversized,
             ),
+            (
+                "network_messages_over_budget",
+                "Received messages dropped: their sender had its share of the event channel's bytes waiting",
+                &m.network_over_budget,
+            ),
         ] {
             registry.register(name, help, counter.clone());
         }
@@ -174,6 +210,7 @@ impl Metrics {
             (&self.network_dropped, stats.dropped),
             (&self.network_peers_refused, stats.refused_peers),
             (&self.network_oversized, stats.oversized),
+            (&self.network_over_budget, stats.over_budget),
         ] {
             counter.inc_by(now.saturating_sub(counter.get()));
         }

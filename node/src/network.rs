@@ -17,7 +17,19 @@
 //! fixed capacities, a message for a peer that is not connected (or that has
 //! too many unacknowledged requests) is dropped and counted — consensus
 //! retransmits — and a frame longer than `max_message_bytes` is rejected from
-//! its length prefix, before anything is allocated for it.
+//! its length prefix, before anything is allocated for it. A frame's buffer
+//! grows with the bytes that actually arrive, never with what the prefix
+//! announced. The event channel to the node is bounded in bytes as well as
+//! in events: each peer may have at most [`peer_event_bytes_max`] bytes
+//! waiting in it and all peers together [`event_bytes_max`]; past that, its
+//! messages are dropped (counted in `over_budget`), not buffered.
+//!
+//! **Gossip is validated before it spreads.** gossipsub runs with
+//! `validate_messages`: a received transaction batch is handed to the node
+//! ([`NetEvent::Transactions`]) and forwarded to other peers only once the
+//! node reports [`GossipVerdict::Accept`] through
+//! [`NetworkHandle::report_gossip`]. A batch carries at most
+//! [`GOSSIP_TXS_MAX`] transactions and [`GOSSIP_BYTES_MAX`] bytes.
 
 use futures::future::BoxFuture;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, StreamExt};
@@ -35,7 +47,7 @@ use phalanx_consensus::ValidatorIndex;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::convert::Infallible;
 use std::io;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -55,11 +67,22 @@ pub const REDIAL_BACKOFF_MS_MIN: u64 = 250;
 pub const REDIAL_BACKOFF_MS_MAX: u64 = 10_000;
 /// How long a consensus message may wait for its ack.
 pub const REQUEST_TIMEOUT_MS: u64 = 10_000;
+/// The most transactions one gossip message may carry (the node coalesces
+/// at most this many into one message it publishes).
+pub const GOSSIP_TXS_MAX: usize = 1024;
+/// The largest gossip message: [`GOSSIP_TXS_MAX`] transactions of at most
+/// `TX_BYTES_MAX` each, plus the vector's length prefix.
+pub const GOSSIP_BYTES_MAX: usize = GOSSIP_TXS_MAX * phalanx_consensus::TX_BYTES_MAX as usize + 16;
+/// Heartbeats a received gossip message stays in gossipsub's cache, waiting
+/// for the node's verdict (at the 500 ms heartbeat: 5 s).
+const GOSSIP_HISTORY_HEARTBEATS: usize = 10;
 /// Room for gossipsub's own framing (protobuf fields, author key, signature)
 /// around a transaction batch of at most `max_message_bytes`.
 const GOSSIP_ENVELOPE_BYTES_MAX: usize = 4096;
 /// The protocol consensus messages travel on.
 const CONSENSUS_PROTOCOL: StreamProtocol = StreamProtocol::new("/phalanx/consensus/1");
+/// A frame's buffer starts at most this large and grows with what arrives.
+const FRAME_READ_CHUNK_BYTES: usize = 64 * 1024;
 /// The one-byte response that acknowledges a consensus message.
 const ACK_BYTE: u8 = 0x06;
 
@@ -103,11 +126,159 @@ pub enum NetEvent {
         bytes: Vec<u8>,
     },
     /// A gossiped transaction batch (unverified: the mempool checks it).
+    /// `from` is the validator that relayed it to us; gossipsub forwards it
+    /// further only once the node reports a verdict on `id`.
     Transactions {
+        from: ValidatorIndex,
+        id: GossipId,
         bytes: Vec<u8>,
     },
     PeerConnected(ValidatorIndex),
     PeerDisconnected(ValidatorIndex),
+}
+
+/// Names one received gossip message for [`NetworkHandle::report_gossip`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GossipId {
+    message: gossipsub::MessageId,
+    source: PeerId,
+}
+
+/// The node's verdict on a received gossip message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GossipVerdict {
+    /// Well-formed, every transaction correctly signed: forward it.
+    Accept,
+    /// Malformed or carrying a bad signature: drop it (gossipsub counts it
+    /// against the relaying peer).
+    Reject,
+    /// Not checked (dropped over a budget, or the pool was full): drop it
+    /// without blame.
+    Ignore,
+}
+
+#[cfg(test)]
+impl GossipId {
+    /// A made-up id, for tests of what the node does with gossip.
+    pub fn for_test(n: u8) -> GossipId {
+        GossipId {
+            message: gossipsub::MessageId::new(&[n]),
+            source: identity::Keypair::ed25519_from_bytes([n; 32])
+                .expect("any 32 bytes are an ed25519 seed")
+                .public()
+                .to_peer_id(),
+        }
+    }
+}
+
+impl GossipVerdict {
+    fn acceptance(self) -> gossipsub::MessageAcceptance {
+        match self {
+            GossipVerdict::Accept => gossipsub::MessageAcceptance::Accept,
+            GossipVerdict::Reject => gossipsub::MessageAcceptance::Reject,
+            GossipVerdict::Ignore => gossipsub::MessageAcceptance::Ignore,
+        }
+    }
+}
+
+/// Bytes one peer may have waiting in the event channel: two of the
+/// largest messages, so an honest maximal message always fits behind
+/// another.
+pub fn peer_event_bytes_max(max_message_bytes: usize) -> usize {
+    2 * max_message_bytes
+}
+
+/// Bytes all peers together may have waiting in the event channel.
+pub fn event_bytes_max(max_message_bytes: usize) -> usize {
+    4 * max_message_bytes
+}
+
+/// Bytes waiting in the event channel, in all and per peer: reserved by the
+/// swarm task before it queues a message, released as the node takes it.
+struct EventBytes {
+    total: AtomicUsize,
+    per_peer: Vec<AtomicUsize>,
+    total_max: usize,
+    peer_max: usize,
+}
+
+impl EventBytes {
+    fn new(peers: usize, max_message_bytes: usize) -> EventBytes {
+        EventBytes {
+            total: AtomicUsize::new(0),
+            per_peer: (0..peers).map(|_| AtomicUsize::new(0)).collect(),
+            total_max: event_bytes_max(max_message_bytes),
+            peer_max: peer_event_bytes_max(max_message_bytes),
+        }
+    }
+
+    /// Reserves `len` bytes for `from`; false (nothing reserved) if that
+    /// would pass the peer's or the overall budget. One writer (the swarm
+    /// task), so check-then-add cannot overshoot.
+    fn reserve(&self, from: ValidatorIndex, len: usize) -> bool {
+        let Some(peer) = self.per_peer.get(from.as_usize()) else {
+            return false;
+        };
+        if peer.load(Ordering::Acquire) + len > self.peer_max
+            || self.total.load(Ordering::Acquire) + len > self.total_max
+        {
+            return false;
+        }
+        peer.fetch_add(len, Ordering::AcqRel);
+        self.total.fetch_add(len, Ordering::AcqRel);
+        true
+    }
+
+    fn release(&self, from: ValidatorIndex, len: usize) {
+        if let Some(peer) = self.per_peer.get(from.as_usize()) {
+            peer.fetch_sub(len, Ordering::AcqRel);
+            self.total.fetch_sub(len, Ordering::AcqRel);
+        }
+    }
+
+    fn total(&self) -> usize {
+        self.total.load(Ordering::Acquire)
+    }
+}
+
+/// The sender and size a message holds in the event channel's budget.
+fn event_charge(event: &NetEvent) -> Option<(ValidatorIndex, usize)> {
+    match event {
+        NetEvent::Consensus { from, bytes } | NetEvent::Transactions { from, bytes, .. } => {
+            Some((*from, bytes.len()))
+        }
+        NetEvent::PeerConnected(_) | NetEvent::PeerDisconnected(_) => None,
+    }
+}
+
+/// The node's end of the event channel: releases each message's bytes
+/// from the channel's budget as it is taken.
+pub struct NetEvents {
+    rx: mpsc::Receiver<NetEvent>,
+    bytes: Arc<EventBytes>,
+}
+
+impl NetEvents {
+    pub async fn recv(&mut self) -> Option<NetEvent> {
+        let event = self.rx.recv().await?;
+        Some(self.taken(event))
+    }
+
+    pub fn try_recv(&mut self) -> Result<NetEvent, mpsc::error::TryRecvError> {
+        self.rx.try_recv().map(|e| self.taken(e))
+    }
+
+    /// Bytes of messages waiting in the channel.
+    pub fn bytes_waiting(&self) -> usize {
+        self.bytes.total()
+    }
+
+    fn taken(&self, event: NetEvent) -> NetEvent {
+        if let Some((from, len)) = event_charge(&event) {
+            self.bytes.release(from, len);
+        }
+        event
+    }
 }
 
 /// Counters since start.
@@ -124,6 +295,9 @@ pub struct NetworkStats {
     pub refused_peers: u64,
     /// Messages longer than `max_message_bytes`, refused to send or receive.
     pub oversized: u64,
+    /// Received messages dropped because their sender had its share of the
+    /// event channel's bytes waiting already (or the channel had all of it).
+    pub over_budget: u64,
 }
 
 /// The node's side of the network: cheap to clone, never blocks.
@@ -152,9 +326,15 @@ impl NetworkHandle {
 
     /// Gossips a transaction batch to every validator.
     pub fn gossip_transactions(&self, bytes: Vec<u8>) {
-        if self.fits(bytes.len()) {
+        if self.fits(bytes.len()) && self.fits_gossip(bytes.len()) {
             self.enqueue(Command::Gossip { bytes });
         }
+    }
+
+    /// Tells gossipsub what the node found in a received gossip message:
+    /// only an accepted one is forwarded to other peers.
+    pub fn report_gossip(&self, id: GossipId, verdict: GossipVerdict) {
+        self.enqueue(Command::GossipVerdict { id, verdict });
     }
 
     /// The validators connected right now, in index order.
@@ -184,6 +364,19 @@ impl NetworkHandle {
         fits
     }
 
+    fn fits_gossip(&self, len: usize) -> bool {
+        let fits = len <= GOSSIP_BYTES_MAX;
+        if !fits {
+            bump(&self.shared.counters.oversized);
+            warn!(
+                len,
+                max = GOSSIP_BYTES_MAX,
+                "not gossiping an oversized batch"
+            );
+        }
+        fits
+    }
+
     fn enqueue(&self, command: Command) {
         if self.commands.try_send(command).is_err() {
             bump(&self.shared.counters.dropped);
@@ -208,14 +401,7 @@ pub fn peer_id_of(key: &phalanx_crypto::PublicKey) -> Result<PeerId, NetworkErro
 pub async fn start(
     key: &phalanx_crypto::Keypair,
     cfg: NetworkConfig,
-) -> Result<
-    (
-        NetworkHandle,
-        mpsc::Receiver<NetEvent>,
-        tokio::task::JoinHandle<()>,
-    ),
-    NetworkError,
-> {
+) -> Result<(NetworkHandle, NetEvents, tokio::task::JoinHandle<()>), NetworkError> {
     let limit = u32::MAX as usize - GOSSIP_ENVELOPE_BYTES_MAX;
     if cfg.max_message_bytes == 0 || cfg.max_message_bytes > limit {
         return Err(NetworkError::BadMessageLimit {
@@ -275,6 +461,7 @@ pub async fn start(
 
     let (commands_tx, commands_rx) = mpsc::channel(COMMANDS_CAPACITY);
     let (events_tx, events_rx) = mpsc::channel(EVENTS_CAPACITY);
+    let event_bytes = Arc::new(EventBytes::new(peers.len(), cfg.max_message_bytes));
     let index_of = peers
         .iter()
         .enumerate()
@@ -289,6 +476,7 @@ pub async fn start(
         max_message_bytes: cfg.max_message_bytes,
         commands: commands_rx,
         events: events_tx,
+        event_bytes: event_bytes.clone(),
         shared: shared.clone(),
     };
     for i in 0..event_loop.peers.len() {
@@ -302,7 +490,11 @@ pub async fn start(
         shared,
         max_message_bytes: cfg.max_message_bytes,
     };
-    Ok((handle, events_rx, task))
+    let events = NetEvents {
+        rx: events_rx,
+        bytes: event_bytes,
+    };
+    Ok((handle, events, task))
 }
 
 /// Checks the validator list and turns it into per-peer dial state.
@@ -341,10 +533,15 @@ fn gossip_behaviour(max_message_bytes: usize) -> Result<gossipsub::Behaviour, Ne
     // and a check per copy received (each message arrives from up to
     // every peer; measured ~10 % of a node's CPU at 1,000 tx/s). Messages
     // are named by their content, so copies of one batch are one message.
+    //
+    // Messages are validated by the node before they are forwarded
+    // (`validate_messages`): one validator's junk stops at its first hop.
     let config = gossipsub::ConfigBuilder::default()
         // The frame limit covers the whole RPC, so leave room for its envelope.
-        .max_transmit_size(max_message_bytes + GOSSIP_ENVELOPE_BYTES_MAX)
+        .max_transmit_size(max_message_bytes.min(GOSSIP_BYTES_MAX) + GOSSIP_ENVELOPE_BYTES_MAX)
         .validation_mode(ValidationMode::Anonymous)
+        .validate_messages()
+        .history_length(GOSSIP_HISTORY_HEARTBEATS)
         .message_id_fn(|m: &gossipsub::Message| {
             gossipsub::MessageId::new(phalanx_crypto::Digest::sha256(&m.data).as_bytes())
         })
@@ -390,6 +587,10 @@ enum Command {
     Gossip {
         bytes: Vec<u8>,
     },
+    GossipVerdict {
+        id: GossipId,
+        verdict: GossipVerdict,
+    },
 }
 
 /// State shared by the handles, the swarm task and the codec.
@@ -414,6 +615,7 @@ struct Counters {
     dropped: AtomicU64,
     refused_peers: AtomicU64,
     oversized: AtomicU64,
+    over_budget: AtomicU64,
 }
 
 /// Adds one to a counter: only ever read as a whole by [`NetworkHandle::stats`].
@@ -429,6 +631,7 @@ impl Counters {
             dropped: self.dropped.load(Ordering::Relaxed),
             refused_peers: self.refused_peers.load(Ordering::Relaxed),
             oversized: self.oversized.load(Ordering::Relaxed),
+            over_budget: self.over_budget.load(Ordering::Relaxed),
         }
     }
 }
@@ -544,8 +747,17 @@ async fn read_frame<T: AsyncRead + Unpin>(
             format!("frame of {len} bytes exceeds max_message_bytes = {max_message_bytes}"),
         ));
     }
-    let mut bytes = vec![0u8; len];
-    io.read_exact(&mut bytes).await?;
+    // Grown as bytes arrive: a peer that announces a large frame and sends
+    // it slowly (or never) holds only what it actually sent.
+    let mut bytes = Vec::with_capacity(len.min(FRAME_READ_CHUNK_BYTES));
+    let mut body = io.take(len as u64);
+    body.read_to_end(&mut bytes).await?;
+    if bytes.len() != len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("frame ended after {} of {len} bytes", bytes.len()),
+        ));
+    }
     Ok(bytes)
 }
 
@@ -647,6 +859,7 @@ struct EventLoop {
     max_message_bytes: usize,
     commands: mpsc::Receiver<Command>,
     events: mpsc::Sender<NetEvent>,
+    event_bytes: Arc<EventBytes>,
     shared: Arc<Shared>,
 }
 
@@ -685,6 +898,17 @@ impl EventLoop {
                     self.count_dropped();
                     debug!("transaction gossip not sent: {e}");
                 }
+            }
+            Command::GossipVerdict { id, verdict } => {
+                // False if the message left the cache meanwhile: nothing to do.
+                self.swarm
+                    .behaviour_mut()
+                    .gossip
+                    .report_message_validation_result(
+                        &id.message,
+                        &id.source,
+                        verdict.acceptance(),
+                    );
             }
         }
     }
@@ -807,36 +1031,72 @@ impl EventLoop {
         }
         let gossipsub::Event::Message {
             propagation_source,
+            message_id,
             message,
-            ..
         } = event
         else {
             return;
         };
-        if !self.index_of.contains_key(&propagation_source) {
+        let id = GossipId {
+            message: message_id,
+            source: propagation_source,
+        };
+        let Some(&from) = self.index_of.get(&propagation_source) else {
             warn!(from = %propagation_source, "gossip not relayed by a validator");
+            self.gossip_verdict(id, GossipVerdict::Reject);
             return;
-        }
-        if message.data.len() > self.max_message_bytes {
+        };
+        if message.data.len() > self.max_message_bytes.min(GOSSIP_BYTES_MAX) {
             bump(&self.shared.counters.oversized);
+            self.gossip_verdict(id, GossipVerdict::Reject);
             return;
         }
-        self.deliver(NetEvent::Transactions {
+        let event = NetEvent::Transactions {
+            from,
+            id: id.clone(),
             bytes: message.data,
-        });
+        };
+        if !self.deliver(event) {
+            // Never checked, so never forwarded; and out of the cache now.
+            self.gossip_verdict(id, GossipVerdict::Ignore);
+        }
     }
 
-    fn deliver(&mut self, event: NetEvent) {
-        let counts = !matches!(
-            event,
-            NetEvent::PeerConnected(_) | NetEvent::PeerDisconnected(_)
-        );
+    fn gossip_verdict(&mut self, id: GossipId, verdict: GossipVerdict) {
+        self.swarm
+            .behaviour_mut()
+            .gossip
+            .report_message_validation_result(&id.message, &id.source, verdict.acceptance());
+    }
+
+    /// Hands an event to the node; false if it was dropped (a full
+    /// channel, or its sender over its share of the channel's bytes).
+    fn deliver(&mut self, event: NetEvent) -> bool {
+        let charge = event_charge(&event);
+        if let Some((from, len)) = charge {
+            if !self.event_bytes.reserve(from, len) {
+                bump(&self.shared.counters.over_budget);
+                self.count_dropped();
+                return false;
+            }
+        }
         match self.events.try_send(event) {
-            Ok(()) if counts => bump(&self.shared.counters.received),
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => self.count_dropped(),
-            // The node stopped listening; it will shut us down.
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
+            Ok(()) => {
+                if charge.is_some() {
+                    bump(&self.shared.counters.received);
+                }
+                true
+            }
+            Err(e) => {
+                if let Some((from, len)) = charge {
+                    self.event_bytes.release(from, len);
+                }
+                // Closed: the node stopped listening; it will shut us down.
+                if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                    self.count_dropped();
+                }
+                false
+            }
         }
     }
 
@@ -953,7 +1213,7 @@ mod tests {
 
     struct Node {
         handle: NetworkHandle,
-        events: mpsc::Receiver<NetEvent>,
+        events: NetEvents,
         task: JoinHandle<()>,
     }
 
@@ -1106,7 +1366,7 @@ mod tests {
                     loop {
                         tokio::select! {
                             event = events.recv() => match event {
-                                Some(NetEvent::Transactions { bytes: got })
+                                Some(NetEvent::Transactions { bytes: got, .. })
                                     if got.starts_with(bytes) =>
                                 {
                                     return
@@ -1375,5 +1635,180 @@ mod tests {
             .await
             .expect("task ends")
             .expect("no panic");
+    }
+
+    #[test]
+    fn the_event_channel_holds_at_most_two_16_mib_messages_per_peer_and_four_in_all() {
+        const MIB16: usize = 16 << 20;
+        let budget = EventBytes::new(5, MIB16);
+        let (a, b, c) = (ValidatorIndex(1), ValidatorIndex(2), ValidatorIndex(3));
+        // One flooding peer: its third maximal message is refused.
+        assert!(budget.reserve(a, MIB16));
+        assert!(budget.reserve(a, MIB16));
+        assert!(!budget.reserve(a, MIB16), "a peer holds at most 32 MiB");
+        assert!(!budget.reserve(a, 1), "not even one byte more");
+        // Others still get their share, up to 64 MiB in all.
+        assert!(budget.reserve(b, MIB16));
+        assert!(budget.reserve(b, MIB16));
+        assert!(
+            !budget.reserve(c, MIB16),
+            "the channel holds at most 64 MiB"
+        );
+        assert_eq!(budget.total(), 4 * MIB16);
+        // Taking a message frees its bytes for its sender.
+        budget.release(a, MIB16);
+        assert!(budget.reserve(c, MIB16));
+        assert!(!budget.reserve(a, MIB16));
+        assert!(!budget.reserve(ValidatorIndex(9), 1), "no such peer");
+    }
+
+    #[tokio::test]
+    async fn frame_buffers_grow_with_the_bytes_that_arrive() {
+        let shared = Arc::new(Shared::default());
+        // Announces 16 MiB, sends 10 bytes and ends: an error, and nothing
+        // near 16 MiB was allocated for it on the way.
+        let mut wire = (16u32 << 20).to_be_bytes().to_vec();
+        wire.extend_from_slice(b"0123456789");
+        let err = read_frame(&mut Cursor::new(wire), 16 << 20, &shared)
+            .await
+            .expect_err("short frame");
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        let mut wire = 5u32.to_be_bytes().to_vec();
+        wire.extend_from_slice(b"hello");
+        let frame = read_frame(&mut Cursor::new(wire), 16 << 20, &shared)
+            .await
+            .expect("frame");
+        assert_eq!(frame, b"hello");
+    }
+
+    #[tokio::test]
+    async fn n2_a_peer_over_its_byte_share_of_the_channel_is_dropped_not_buffered() {
+        let mut net = TestNet::new("bytes", 2).start_all().await;
+        net.until_fully_connected().await;
+        // Node 1 reads nothing while node 0 sends ten near-maximal messages:
+        // two fit node 0's share (2 × 64 KiB), the other eight are dropped.
+        let big = MESSAGE_BYTES_MAX - 1024;
+        for i in 0..10u8 {
+            net.handle(0)
+                .send(ValidatorIndex(1), Arc::new(vec![i; big]));
+        }
+        let receiver = net.handle(1);
+        until(
+            || receiver.stats().over_budget == 8,
+            "node 1 drops eight messages over node 0's share",
+        )
+        .await;
+        assert_eq!(
+            net.node(1).events.bytes_waiting(),
+            2 * big,
+            "only two messages wait"
+        );
+        let mut got = Vec::new();
+        for _ in 0..2 {
+            got.push(net.next_consensus(1).await.1[0]);
+        }
+        assert_eq!(got, vec![0, 1], "the first two, in order");
+        assert_eq!(net.node(1).events.bytes_waiting(), 0);
+        // Once taken, the share is free again.
+        net.handle(0)
+            .send(ValidatorIndex(1), Arc::new(b"after".to_vec()));
+        assert_eq!(net.next_consensus(1).await.1, b"after".to_vec());
+    }
+
+    /// Three validators in a line, 0 — 1 — 2: 0 and 2 cannot reach each
+    /// other, so gossip from 0 reaches 2 only if 1 forwards it.
+    async fn line_of_three(label: &str) -> TestNet {
+        let mut net = TestNet::new(label, 3);
+        let closed = free_addr();
+        for i in 0..3 {
+            let mut cfg = net.config(net.addrs[i].clone(), MESSAGE_BYTES_MAX);
+            let unreachable = match i {
+                0 => Some(2),
+                2 => Some(0),
+                _ => None,
+            };
+            if let Some(j) = unreachable {
+                cfg.validators[j].1 = closed.clone();
+            }
+            net.start_with(i, cfg).await;
+        }
+        for (i, want) in [(0, vec![1]), (1, vec![0, 2]), (2, vec![1])] {
+            let handle = net.handle(i);
+            let want: Vec<ValidatorIndex> = want.into_iter().map(ValidatorIndex).collect();
+            until(|| handle.connected() == want, "the line is up").await;
+        }
+        net
+    }
+
+    /// Publishes from 0 until 1 receives it; returns what 1 got.
+    async fn gossip_to_middle(net: &mut TestNet, bytes: &[u8]) -> (ValidatorIndex, GossipId) {
+        let sender = net.handle(0);
+        let events = &mut net.node(1).events;
+        timeout(STEP_TIMEOUT, async {
+            loop {
+                sender.gossip_transactions(bytes.to_vec());
+                let deadline = sleep(Duration::from_millis(200));
+                tokio::pin!(deadline);
+                loop {
+                    tokio::select! {
+                        event = events.recv() => match event {
+                            Some(NetEvent::Transactions { from, id, bytes: got }) if got == bytes => {
+                                return (from, id)
+                            }
+                            Some(_) => continue,
+                            None => panic!("event channel closed"),
+                        },
+                        _ = &mut deadline => break,
+                    }
+                }
+            }
+        })
+        .await
+        .expect("node 1 receives the gossip")
+    }
+
+    #[tokio::test]
+    async fn n3_gossip_is_forwarded_only_after_the_node_accepts_it() {
+        let mut net = line_of_three("validate").await;
+        // Rejected by 1: never reaches 2.
+        let (from, id) = gossip_to_middle(&mut net, b"junk").await;
+        assert_eq!(from, ValidatorIndex(0), "relayed by 0");
+        net.handle(1).report_gossip(id, GossipVerdict::Reject);
+        assert!(
+            !net.receives_anything_within(2, Duration::from_millis(1500))
+                .await,
+            "rejected gossip was forwarded"
+        );
+        // Unreported: held, not forwarded.
+        let (_, id) = gossip_to_middle(&mut net, b"good").await;
+        assert!(
+            !net.receives_anything_within(2, Duration::from_millis(500))
+                .await,
+            "gossip was forwarded before the node checked it"
+        );
+        // Accepted: forwarded to 2, relayed by 1.
+        net.handle(1).report_gossip(id, GossipVerdict::Accept);
+        let events = &mut net.node(2).events;
+        let got = timeout(STEP_TIMEOUT, async {
+            loop {
+                if let Some(NetEvent::Transactions { from, bytes, .. }) = events.recv().await {
+                    return (from, bytes);
+                }
+            }
+        })
+        .await
+        .expect("node 2 receives the accepted gossip");
+        assert_eq!(got, (ValidatorIndex(1), b"good".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn gossip_over_the_batch_limit_is_not_sent() {
+        let net = TestNet::new("gossip-limit", 1);
+        let cfg = net.config(net.addrs[0].clone(), 4 * GOSSIP_BYTES_MAX);
+        let (handle, _events, task) = start(&net.keys[0], cfg).await.expect("start");
+        handle.gossip_transactions(vec![0; GOSSIP_BYTES_MAX + 1]);
+        assert_eq!(handle.stats().oversized, 1);
+        handle.shutdown();
+        let _ = timeout(STEP_TIMEOUT, task).await;
     }
 }

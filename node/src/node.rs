@@ -14,37 +14,57 @@
 //!
 //! Signatures are checked off the loop: peer messages on blocking threads
 //! (pre-prepared transactions this node already verified in its mempool are
-//! not checked again), client transactions in the mempool.
+//! not checked again), client transactions in the mempool. Inbound traffic
+//! waits in queues bounded per sender in messages and bytes
+//! ([`inbound`]); catch-up requests are served off the loop ([`serve`]).
+//!
+//! **Fail-stop.** When the replica finds this node's executed state at a
+//! checkpoint differs from a 2f + 1 quorum's (`Event::StateDiverged`), the
+//! node's data or code is wrong. It stops: no more inputs reach the
+//! replica (no votes, no execution, no catch-up serving), gossip and
+//! submissions are refused, and the API answers 503 for state; the process
+//! and the API stay up so `/health` and `/v1/status` can say why and how to
+//! recover.
+
+mod inbound;
+mod serve;
 
 use crate::config::{load_genesis, ConfigError, Home, NodeConfig};
 use crate::mempool::Mempool;
 use crate::metrics::Metrics;
-use crate::network::{self, NetEvent, NetworkConfig, NetworkHandle};
+use crate::network::{self, GossipVerdict, NetEvent, NetEvents, NetworkConfig, NetworkHandle};
+use inbound::{FairInbound, GossipItem, GossipPenalties, QueueLimits};
 use phalanx_consensus::traitor::{Behaviour, Participant, Trigger};
 use phalanx_consensus::{
     verify_message, CommittedBatch, Event, Genesis, Input, Message, Output, Replica, SeqNum, Timer,
-    Transaction, ValidatorIndex, ValidatorSet, VerifiedMessage, VerifyContext, WalEntry,
+    Transaction, ValidatorIndex, ValidatorSet, VerifiedMessage, VerifyContext, View, WalEntry,
 };
 use phalanx_crypto::{codec, Digest, Keypair};
 use phalanx_storage::{RocksOptions, RocksStore, StorageError, Store};
 use serde::Serialize;
+use serve::ServeRequest;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::{broadcast, mpsc, Notify};
 use tracing::{debug, error, info, warn};
 
 /// Capacity of the loop's input channels.
 const LOOP_CHANNEL_CAPACITY: usize = 4096;
 /// Capacity of the new-block stream for API subscribers.
 const BLOCK_EVENTS_CAPACITY: usize = 1024;
-/// The most transactions decoded from one gossip message.
-const GOSSIP_TXS_MAX: u64 = 16 << 20;
-/// Admitted requests are gossiped together up to this many transactions
-/// (at most `TX_BYTES_MAX` each: far below the message limit).
-const GOSSIP_COALESCE_TXS: usize = 1024;
-/// Gossip messages admitted in one submission, at most.
-const GOSSIP_ADMIT_MESSAGES_MAX: usize = 64;
+/// Admitted requests are gossiped together, at most this many
+/// transactions a message (what a receiver accepts in one).
+const GOSSIP_COALESCE_TXS: usize = network::GOSSIP_TXS_MAX;
+/// A NEW-VIEW sent to a peer that asked for it is not sent to it again
+/// within this long: a peer asking as fast as its link allows gets one
+/// answer per interval (it retransmits its request while it waits).
+const NEW_VIEW_ANSWER_MS_MIN: u64 = 1000;
+/// What the operator of a fail-stopped node should do.
+pub const FAIL_STOP_RECOVERY: &str = "stop the node; run `phalanx verify-ledger --home <home>` to find what is damaged; then move <home>/data aside (keep it for diagnosis) and start the node again: it resyncs the chain by catch-up from its peers, checking every commit certificate";
 /// The most waiting inputs handled before one sync and send.
 const GROUP_INPUTS_MAX: usize = 64;
 /// Bursts queued for the syncer; past this, the loop waits for it.
@@ -85,6 +105,39 @@ pub struct Status {
     /// Mempool transactions waiting for an earlier nonce of their sender.
     pub mempool_held: usize,
     pub behaviour: Option<String>,
+    /// Set when this node's state disagreed with a checkpoint quorum: it
+    /// stopped executing, voting and serving state.
+    pub fail_stopped: Option<FailStop>,
+    /// Set when something failed that did not stop the node (a block that
+    /// could not be read to serve a peer's catch-up).
+    pub degraded: Option<Degraded>,
+}
+
+/// Why and since when a node fail-stopped.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct FailStop {
+    pub reason: String,
+    /// The checkpoint at which our state differed from the quorum's.
+    pub seq: u64,
+    /// Unix time, milliseconds.
+    pub since_ms: u64,
+    /// What the operator should do.
+    pub recovery: String,
+}
+
+/// A fault the node keeps running through, first seen at `since_ms`.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct Degraded {
+    pub reason: String,
+    /// Unix time, milliseconds.
+    pub since_ms: u64,
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub(crate) fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// A new block, as streamed on `/v1/events`.
@@ -119,11 +172,21 @@ pub struct Shared {
     pub admitted: mpsc::Sender<Admitted>,
     pub network: NetworkHandle,
     pub config: NodeConfig,
+    /// Set once, when the node fail-stops (details in `status`).
+    pub fail_stopped: AtomicBool,
 }
 
 impl Shared {
     pub fn chain_id(&self) -> &str {
         &self.genesis.chain_id
+    }
+
+    /// Why the node fail-stopped, if it did.
+    pub fn fail_stop(&self) -> Option<FailStop> {
+        if !self.fail_stopped.load(Ordering::Acquire) {
+            return None;
+        }
+        self.status().fail_stopped
     }
 
     pub fn status(&self) -> Status {
@@ -285,6 +348,7 @@ pub async fn run(
         admitted: admitted_tx,
         network: network.clone(),
         config: config.clone(),
+        fail_stopped: AtomicBool::new(false),
         genesis,
     });
 
@@ -307,24 +371,17 @@ pub async fn run(
 
     let (verified_tx, verified_rx) = mpsc::channel(LOOP_CHANNEL_CAPACITY);
     let verifier = tokio::spawn(verify_inbound(shared.clone(), net_events, verified_tx));
+    let (serve_tx, serve_rx) = mpsc::channel(serve::SERVE_CHANNEL);
+    let server = tokio::spawn(serve::run(shared.clone(), serve_rx));
 
-    let mut driver = Driver {
-        shared: shared.clone(),
-        participant,
-        timers: BTreeMap::new(),
-        start: Instant::now(),
-        wal: Vec::new(),
-        wal_unsynced: false,
-        blocks_unsynced: false,
-        outbox: Vec::new(),
-        syncer: Syncer::start(shared.store.clone(), shared.network.clone()),
-    };
+    let mut driver = Driver::new(shared.clone(), participant, serve_tx);
     let result = driver.run_loop(verified_rx, admitted_rx, shutdown).await;
     let result = driver.syncer.stop().and(result);
     info!("shutting down");
     let _ = api_stop_tx.send(());
     let _ = api_task.await;
     verifier.abort();
+    server.abort();
     network.shutdown();
     let _ = tokio::time::timeout(Duration::from_secs(2), net_task).await;
     result
@@ -336,9 +393,6 @@ enum Verified {
     Peers(usize),
 }
 
-/// Transaction gossip messages waiting for admission.
-const GOSSIP_QUEUE: usize = 1024;
-
 /// Aborts a task when dropped.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -348,151 +402,152 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Consensus messages queued per sender, waiting for verification.
-const INBOUND_PER_PEER_MAX: usize = 1024;
-/// A message identical to one of a sender's last this many queued ones is
-/// dropped as a duplicate.
-const INBOUND_DEDUP_WINDOW: usize = 16;
-
-/// Consensus messages waiting for verification, one queue per sender,
-/// served round robin (as Aardvark does): a validator that floods gets its
-/// share of the verifier, not all of it, its duplicates are dropped, and
-/// past [`INBOUND_PER_PEER_MAX`] its newest messages are dropped — never
-/// another validator's.
-#[derive(Default)]
-struct FairInbound {
-    queues: BTreeMap<ValidatorIndex, VecDeque<Vec<u8>>>,
-    /// The sender served last.
-    last: Option<ValidatorIndex>,
+/// Gossip waiting for admission, shared by the inbound task (which queues
+/// it) and the gossip task (which admits it).
+struct GossipQueue {
+    queue: Mutex<FairInbound<GossipItem>>,
+    arrived: Notify,
 }
 
-impl FairInbound {
-    /// Queues a message; false if it was dropped (duplicate or over the
-    /// sender's bound).
-    fn push(&mut self, from: ValidatorIndex, bytes: Vec<u8>) -> Result<(), &'static str> {
-        let q = self.queues.entry(from).or_default();
-        if q.iter()
-            .rev()
-            .take(INBOUND_DEDUP_WINDOW)
-            .any(|b| *b == bytes)
-        {
-            return Err("inbound_duplicate");
-        }
-        if q.len() >= INBOUND_PER_PEER_MAX {
-            return Err("inbound_queue_full");
-        }
-        q.push_back(bytes);
-        Ok(())
-    }
-
-    /// The next message, from the first sender after the last one served
-    /// that has any.
-    fn pop(&mut self) -> Option<(ValidatorIndex, Vec<u8>)> {
-        let after = self.last;
-        let next = self
-            .queues
-            .iter()
-            .filter(|(_, q)| !q.is_empty())
-            .map(|(from, _)| *from)
-            .find(|from| after.is_none_or(|last| *from > last))
-            .or_else(|| {
-                self.queues
-                    .iter()
-                    .find(|(_, q)| !q.is_empty())
-                    .map(|(from, _)| *from)
-            })?;
-        self.last = Some(next);
-        let bytes = self.queues.get_mut(&next)?.pop_front()?;
-        Some((next, bytes))
-    }
-
-    fn is_empty(&self) -> bool {
-        self.queues.values().all(VecDeque::is_empty)
+impl GossipQueue {
+    fn lock(&self) -> std::sync::MutexGuard<'_, FairInbound<GossipItem>> {
+        // Consistent after any panic: each push or pop is one step.
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+/// A consensus message being verified.
+type Verifying = Pin<Box<dyn Future<Output = bool> + Send>>;
 
 /// Decodes and verifies inbound network traffic off the loop. Consensus
-/// messages go through a [`FairInbound`] queue, so what arrives is taken
-/// off the network's channel at once (it never fills and drops honest
-/// messages) and verified fairly across senders.
-async fn verify_inbound(
-    shared: Arc<Shared>,
-    mut events: mpsc::Receiver<NetEvent>,
-    out: mpsc::Sender<Verified>,
-) {
-    let mut inbound = FairInbound::default();
-    // Transaction gossip is admitted on its own task, so consensus
-    // messages never wait behind signature checks of client transactions.
-    // It is best effort (clients resubmit): past the queue, it is dropped.
-    let (gossip_tx, mut gossip_rx) = mpsc::channel::<Vec<u8>>(GOSSIP_QUEUE);
-    let gossip_task = {
-        let shared = shared.clone();
-        tokio::spawn(async move {
-            // Everything that arrived while the last lot was checked goes
-            // in one submission (one signature batch): one message at a
-            // time, gossip waited a whole check per message and the
-            // primary's pool fell behind its backups'.
-            while let Some(bytes) = gossip_rx.recv().await {
-                let mut messages = vec![bytes];
-                while messages.len() < GOSSIP_ADMIT_MESSAGES_MAX {
-                    match gossip_rx.try_recv() {
-                        Ok(more) => messages.push(more),
-                        Err(_) => break,
-                    }
-                }
-                admit_gossip(&shared, &messages).await;
-            }
-        })
-    };
-    let _stop_gossip = AbortOnDrop(gossip_task);
+/// messages go through a [`FairInbound`] queue, and are verified one at a
+/// time while the network's channel keeps being drained into it, so what
+/// arrives is taken off the channel at once (it never fills and drops
+/// honest messages) and verified fairly across senders. Gossip goes to its
+/// own fair queue, admitted on its own task, so consensus messages never
+/// wait behind signature checks of client transactions.
+async fn verify_inbound(shared: Arc<Shared>, mut events: NetEvents, out: mpsc::Sender<Verified>) {
+    let max_message_bytes = shared.config.p2p.max_message_bytes;
+    let mut inbound = FairInbound::new(QueueLimits::consensus(max_message_bytes));
+    let gossip = Arc::new(GossipQueue {
+        queue: Mutex::new(FairInbound::new(QueueLimits::gossip())),
+        arrived: Notify::new(),
+    });
+    let _stop_gossip = AbortOnDrop(tokio::spawn(admit_gossip_task(
+        shared.clone(),
+        gossip.clone(),
+    )));
+    let mut verifying: Option<Verifying> = None;
     loop {
-        // Wait for traffic only when nothing is queued; then take all that
-        // has arrived.
-        let mut arrived = Vec::new();
-        if inbound.is_empty() {
-            match events.recv().await {
-                Some(event) => arrived.push(event),
-                None => return,
+        if verifying.is_none() {
+            if let Some((from, bytes)) = inbound.pop() {
+                verifying = Some(Box::pin(verify_consensus(
+                    shared.clone(),
+                    from,
+                    bytes,
+                    out.clone(),
+                )));
             }
         }
-        while let Ok(event) = events.try_recv() {
-            arrived.push(event);
-        }
-        for event in arrived {
-            match event {
-                NetEvent::Consensus { from, bytes } => {
-                    if let Err(reason) = inbound.push(from, bytes) {
-                        shared.metrics.reject_message(reason);
-                    }
-                }
-                NetEvent::Transactions { bytes } => {
-                    if gossip_tx.try_send(bytes).is_err() {
-                        shared.metrics.reject_message("gossip_queue_full");
-                    }
-                }
-                NetEvent::PeerConnected(_) | NetEvent::PeerDisconnected(_) => {
-                    let peers = shared.network.connected().len();
-                    if out.send(Verified::Peers(peers)).await.is_err() {
+        tokio::select! {
+            event = events.recv() => match event {
+                Some(event) => {
+                    if !on_net_event(&shared, event, &mut inbound, &gossip, &out).await {
                         return;
                     }
                 }
+                None => return,
+            },
+            more = async { verifying.as_mut().expect("checked").await }, if verifying.is_some() => {
+                verifying = None;
+                if !more {
+                    return;
+                }
             }
         }
-        if let Some((from, bytes)) = inbound.pop() {
-            if !verify_consensus(&shared, from, bytes, &out).await {
-                return;
+    }
+}
+
+/// Queues one network event; false once the loop has stopped.
+async fn on_net_event(
+    shared: &Shared,
+    event: NetEvent,
+    inbound: &mut FairInbound<Vec<u8>>,
+    gossip: &GossipQueue,
+    out: &mpsc::Sender<Verified>,
+) -> bool {
+    let stopped = shared.fail_stopped.load(Ordering::Acquire);
+    match event {
+        NetEvent::Consensus { .. } if stopped => {}
+        NetEvent::Consensus { from, bytes } => {
+            if let Err((reason, _)) = inbound.push(from, bytes) {
+                shared.metrics.reject_message(reason);
             }
         }
+        NetEvent::Transactions { id, .. } if stopped => {
+            shared.network.report_gossip(id, GossipVerdict::Ignore);
+        }
+        NetEvent::Transactions { from, id, bytes } => {
+            let pushed = gossip.lock().push(from, GossipItem { id, bytes });
+            match pushed {
+                Ok(()) => gossip.arrived.notify_one(),
+                Err((reason, item)) => {
+                    shared.metrics.reject_message(&format!("gossip_{reason}"));
+                    shared.network.report_gossip(item.id, GossipVerdict::Ignore);
+                }
+            }
+        }
+        NetEvent::PeerConnected(_) | NetEvent::PeerDisconnected(_) => {
+            let peers = shared.network.connected().len();
+            if out.send(Verified::Peers(peers)).await.is_err() {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// Admits queued gossip, a lot at a time: everything that arrived while the
+/// last lot was checked goes in one submission (one signature batch), up
+/// to gossip's share of the verifier. One message at a time, gossip waited
+/// a whole check per message and the primary's pool fell behind its
+/// backups'.
+async fn admit_gossip_task(shared: Arc<Shared>, gossip: Arc<GossipQueue>) {
+    let mut penalties = GossipPenalties::default();
+    loop {
+        let lot = {
+            let mut queue = gossip.lock();
+            inbound::take_gossip_lot(
+                &mut queue,
+                &mut penalties,
+                Instant::now(),
+                |id, verdict, reason| {
+                    shared.metrics.reject_message(reason);
+                    shared.network.report_gossip(id, verdict);
+                },
+            )
+        };
+        if lot.is_empty() {
+            gossip.arrived.notified().await;
+            continue;
+        }
+        if shared.fail_stopped.load(Ordering::Acquire) {
+            for (_, id, _) in lot {
+                shared.network.report_gossip(id, GossipVerdict::Ignore);
+            }
+            continue;
+        }
+        inbound::admit_gossip(&shared, lot, &mut penalties).await;
     }
 }
 
 /// Verifies one consensus message and hands it to the loop; false once the
 /// loop has stopped.
 async fn verify_consensus(
-    shared: &Arc<Shared>,
+    shared: Arc<Shared>,
     from: ValidatorIndex,
     bytes: Vec<u8>,
-    out: &mpsc::Sender<Verified>,
+    out: mpsc::Sender<Verified>,
 ) -> bool {
     let s = shared.clone();
     let verdict = tokio::task::spawn_blocking(move || {
@@ -531,27 +586,6 @@ async fn verify_consensus(
     true
 }
 
-/// Admits gossiped transaction batches into the mempool, in one submission.
-async fn admit_gossip(shared: &Arc<Shared>, messages: &[Vec<u8>]) {
-    let mut txs: Vec<Transaction> = Vec::new();
-    for bytes in messages {
-        match codec::decode::<Vec<Transaction>>(bytes, GOSSIP_TXS_MAX) {
-            Ok(t) => txs.extend(t),
-            Err(e) => {
-                shared.metrics.reject_message("malformed_gossip");
-                debug!("malformed transaction gossip: {e}");
-            }
-        }
-    }
-    if txs.is_empty() {
-        return;
-    }
-    let admission = shared.mempool.submit(txs).await;
-    for v in admission.verdicts.iter().filter_map(|v| v.as_ref().err()) {
-        shared.metrics.reject_tx(v.code());
-    }
-}
-
 struct Driver {
     shared: Arc<Shared>,
     participant: Participant,
@@ -566,6 +600,13 @@ struct Driver {
     /// Messages held back until the writes before them are synced.
     outbox: Vec<Outgoing>,
     syncer: Syncer,
+    /// Catch-up requests, to the serving task.
+    serve: mpsc::Sender<ServeRequest>,
+    /// When each peer was last sent the NEW-VIEW of a view it asked for.
+    new_view_answered: BTreeMap<(ValidatorIndex, View), u64>,
+    /// Set on `Event::StateDiverged`: the replica gets no more inputs and
+    /// what it had still to say is dropped.
+    fail_stopped: bool,
 }
 
 /// A consensus message waiting in the [`Driver`]'s outbox.
@@ -637,6 +678,27 @@ impl Syncer {
 }
 
 impl Driver {
+    fn new(
+        shared: Arc<Shared>,
+        participant: Participant,
+        serve: mpsc::Sender<ServeRequest>,
+    ) -> Driver {
+        Driver {
+            syncer: Syncer::start(shared.store.clone(), shared.network.clone()),
+            shared,
+            participant,
+            timers: BTreeMap::new(),
+            start: Instant::now(),
+            wal: Vec::new(),
+            wal_unsynced: false,
+            blocks_unsynced: false,
+            outbox: Vec::new(),
+            serve,
+            new_view_answered: BTreeMap::new(),
+            fail_stopped: false,
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         self.start.elapsed().as_millis() as u64
     }
@@ -668,7 +730,8 @@ impl Driver {
                 Some(a) = admitted.recv() => {
                     // Whatever other requests admitted meanwhile rides in
                     // the same message: one gossip per burst, not one per
-                    // request (each costs every peer a message to decode).
+                    // request (each costs every peer a message to decode),
+                    // at most what a receiver accepts in one.
                     let mut txs = a.gossip;
                     while txs.len() < GOSSIP_COALESCE_TXS {
                         match admitted.try_recv() {
@@ -676,7 +739,11 @@ impl Driver {
                             Err(_) => break,
                         }
                     }
-                    self.shared.network.gossip_transactions(codec::encode(&txs));
+                    if !self.fail_stopped {
+                        for part in txs.chunks(GOSSIP_COALESCE_TXS) {
+                            self.shared.network.gossip_transactions(codec::encode(&part));
+                        }
+                    }
                 }
                 _ = gap_sweep.tick() => {
                     self.shared.mempool.tick(Instant::now());
@@ -740,6 +807,9 @@ impl Driver {
     fn step(&mut self, input: Input) -> Result<(), NodeError> {
         let mut inputs = VecDeque::from([input]);
         while let Some(input) = inputs.pop_front() {
+            if self.fail_stopped {
+                return Ok(());
+            }
             let now = self.now_ms();
             let outputs = self.participant.handle(now, input);
             // A `gossip-junk` traitor's transaction gossip (test networks).
@@ -771,6 +841,10 @@ impl Driver {
         inputs: &mut VecDeque<Input>,
     ) -> Result<(), NodeError> {
         for output in outputs {
+            if self.fail_stopped {
+                // Nothing more from a replica whose state is wrong.
+                break;
+            }
             if let Output::Persist(entry) = output {
                 self.wal.push(entry);
                 continue;
@@ -780,6 +854,12 @@ impl Driver {
                 Output::Persist(_) => unreachable!("handled above"),
                 Output::PruneWal { below } => self.shared.store.prune_wal(below)?,
                 Output::Send { to, message } => {
+                    if let Message::NewView(nv) = &message {
+                        if !self.may_answer_new_view(to, nv.payload.view) {
+                            self.shared.metrics.new_view_answers_throttled.inc();
+                            continue;
+                        }
+                    }
                     self.outbox
                         .push(Outgoing::To(to, Arc::new(message.encode())));
                 }
@@ -791,7 +871,7 @@ impl Driver {
                     self.blocks_unsynced = true;
                 }
                 Output::ServeCatchUp { to, from, to_seq } => {
-                    self.serve_catch_up(to, from, to_seq)?
+                    self.serve_catch_up(ServeRequest { to, from, to_seq })
                 }
                 Output::SetTimer { timer, at_ms } => {
                     let delay = at_ms.saturating_sub(self.now_ms());
@@ -886,30 +966,60 @@ impl Driver {
         Ok(())
     }
 
-    /// Answers a catch-up request with every block asked for (the replica
-    /// bounded the range), in as many messages as the size limit needs: a
-    /// truncated answer would leave the asker waiting a retransmit period
-    /// for the rest.
-    fn serve_catch_up(
-        &mut self,
-        to: ValidatorIndex,
-        from: SeqNum,
-        to_seq: SeqNum,
-    ) -> Result<(), NodeError> {
-        let blocks = self.shared.store.blocks_range(from, to_seq)?;
-        let batches = blocks
-            .into_iter()
-            .map(|(block, certificate)| CommittedBatch {
-                batch: block.batch(),
-                certificate,
-            });
-        let budget = self.shared.config.p2p.max_message_bytes / 2;
-        for part in split_by_size(batches, budget) {
-            let message = Message::CatchUpResponse(part);
-            self.outbox
-                .push(Outgoing::To(to, Arc::new(message.encode())));
+    /// Hands a catch-up request to the serving task (off the loop: the
+    /// loop never waits for the disk on a peer's behalf); dropped and
+    /// counted if that task is that far behind.
+    fn serve_catch_up(&mut self, request: ServeRequest) {
+        if self.serve.try_send(request).is_err() {
+            self.shared
+                .metrics
+                .reject_message("catch_up_serve_queue_full");
         }
-        Ok(())
+    }
+
+    /// Whether the NEW-VIEW of `view` may be sent to `to` now: not if it
+    /// was sent to it less than [`NEW_VIEW_ANSWER_MS_MIN`] ago. A peer that
+    /// asks as fast as its link allows gets one answer per interval.
+    fn may_answer_new_view(&mut self, to: ValidatorIndex, view: View) -> bool {
+        let now = self.now_ms();
+        self.new_view_answered
+            .retain(|_, at| now.saturating_sub(*at) < NEW_VIEW_ANSWER_MS_MIN);
+        if self.new_view_answered.contains_key(&(to, view)) {
+            return false;
+        }
+        self.new_view_answered.insert((to, view), now);
+        true
+    }
+
+    /// Stops this node for good (until its operator recovers it): our state
+    /// at `seq` differs from what a 2f + 1 checkpoint quorum executed.
+    fn fail_stop(&mut self, seq: SeqNum) {
+        if self.fail_stopped {
+            return;
+        }
+        self.fail_stopped = true;
+        self.timers.clear();
+        let stop = FailStop {
+            reason: format!(
+                "this node's executed state at checkpoint {seq} differs from a 2f+1 checkpoint quorum's: its data or its code is wrong"
+            ),
+            seq: seq.0,
+            since_ms: now_unix_ms(),
+            recovery: FAIL_STOP_RECOVERY.to_string(),
+        };
+        error!(
+            seq = seq.0,
+            "FAIL-STOP: {}. The node no longer executes, votes or serves state; its API stays up to say why. To recover: {}",
+            stop.reason,
+            FAIL_STOP_RECOVERY
+        );
+        self.shared
+            .status
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .fail_stopped = Some(stop);
+        self.shared.fail_stopped.store(true, Ordering::Release);
+        self.shared.metrics.fail_stopped.set(1);
     }
 
     fn on_event(&mut self, event: Event) -> Result<(), NodeError> {
@@ -929,11 +1039,10 @@ impl Driver {
                 }
             }
             Event::CatchingUp { from, to } => info!(from = from.0, to = to.0, "catching up"),
-            Event::StateDiverged { seq } => error!(
-                seq = seq.0,
-                "our executed state differs from a 2f+1 checkpoint quorum: this node's data is corrupt"
-            ),
-            Event::PrimarySuspected { view, reason } => warn!(view = view.0, reason, "suspecting the primary"),
+            Event::StateDiverged { seq } => self.fail_stop(seq),
+            Event::PrimarySuspected { view, reason } => {
+                warn!(view = view.0, reason, "suspecting the primary")
+            }
         }
         Ok(())
     }
@@ -964,97 +1073,5 @@ impl Driver {
     }
 }
 
-/// Splits committed batches, in order, into runs of at most `budget`
-/// encoded bytes each (a batch larger than that travels alone).
-fn split_by_size(
-    batches: impl IntoIterator<Item = CommittedBatch>,
-    budget: usize,
-) -> Vec<Vec<CommittedBatch>> {
-    let mut parts = vec![Vec::new()];
-    let mut used = 0usize;
-    for cb in batches {
-        let len = codec::encoded_len(&cb) as usize;
-        let current = parts.last_mut().expect("never empty");
-        if used + len > budget && !current.is_empty() {
-            parts.push(Vec::new());
-            used = 0;
-        }
-        used += len;
-        parts.last_mut().expect("never empty").push(cb);
-    }
-    parts
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fair_inbound_serves_senders_in_turn_and_bounds_a_flooder() {
-        let mut q = FairInbound::default();
-        let (honest, flooder) = (ValidatorIndex(1), ValidatorIndex(3));
-        for i in 0..(INBOUND_PER_PEER_MAX + 10) as u32 {
-            let pushed = q.push(flooder, i.to_le_bytes().to_vec());
-            assert_eq!(pushed.is_ok(), (i as usize) < INBOUND_PER_PEER_MAX);
-        }
-        let last = (INBOUND_PER_PEER_MAX as u32 - 1).to_le_bytes().to_vec();
-        assert_eq!(q.push(flooder, last), Err("inbound_duplicate"));
-        q.push(honest, b"a".to_vec()).unwrap();
-        q.push(honest, b"b".to_vec()).unwrap();
-        assert_eq!(q.push(honest, b"b".to_vec()), Err("inbound_duplicate"));
-        // Round robin: the honest sender is not stuck behind the flood.
-        let order: Vec<ValidatorIndex> = (0..4).map(|_| q.pop().unwrap().0).collect();
-        assert_eq!(order, vec![honest, flooder, honest, flooder]);
-        assert_eq!(q.pop().unwrap().0, flooder);
-    }
-
-    fn committed(seq: u64, txs: usize) -> CommittedBatch {
-        let key = phalanx_crypto::Keypair::insecure_from_label("client");
-        let txs = (0..txs as u64)
-            .map(|nonce| {
-                phalanx_crypto::Signed::sign(
-                    phalanx_consensus::Transfer {
-                        chain_id: "c".into(),
-                        to: phalanx_crypto::Address([1; 20]),
-                        amount: 1,
-                        nonce,
-                    },
-                    &key,
-                    "c",
-                )
-            })
-            .collect();
-        let batch = phalanx_consensus::Batch {
-            txs,
-            timestamp_ms: seq,
-        };
-        CommittedBatch {
-            certificate: phalanx_consensus::CommitCertificate {
-                view: phalanx_consensus::View(0),
-                seq: SeqNum(seq),
-                batch_digest: batch.digest(),
-                votes: Vec::new(),
-            },
-            batch,
-        }
-    }
-
-    #[test]
-    fn a_catch_up_answer_is_split_by_size_never_cut_short() {
-        let blocks: Vec<CommittedBatch> = (1..=10).map(|s| committed(s, 20)).collect();
-        let one = codec::encoded_len(&blocks[0]) as usize;
-        let parts = split_by_size(blocks.clone(), 3 * one + one / 2);
-        let sizes: Vec<usize> = parts.iter().map(Vec::len).collect();
-        assert_eq!(
-            sizes,
-            vec![3, 3, 3, 1],
-            "every block, in order, 3 a message"
-        );
-        let seqs: Vec<u64> = parts.concat().iter().map(|b| b.certificate.seq.0).collect();
-        assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
-        // A block larger than the budget still goes, alone.
-        let parts = split_by_size(blocks, one / 2);
-        assert_eq!(parts.len(), 10);
-        assert!(parts.iter().all(|p| p.len() == 1));
-    }
-}
+mod tests;

@@ -78,7 +78,7 @@ pub fn document(api: &ApiConfig) -> Value {
                 "responses": {"200": ok("Block", json!({"$ref": "#/components/schemas/Block"})), "404": error_response("No such block"), "400": error_response("Bad height")}
             }},
             "/v1/validators": {"get": {"summary": "Chain id, genesis hash, f, quorum and the validators", "responses": {"200": ok("Validators", json!({"type": "object"}))}}},
-            "/v1/status": {"get": {"summary": "Height, view, primary, peers, mempool, catching up", "responses": {"200": ok("Status", json!({"type": "object"}))}}},
+            "/v1/status": {"get": {"summary": "Height, view, primary, peers, mempool, catching up, fail-stop (`fail_stopped`) and degraded state", "responses": {"200": ok("Status", json!({"type": "object"}))}}},
             "/v1/evidence": {"get": {
                 "summary": "Equivocation evidence: pairs of conflicting signed messages, one record per (validator, view, phase), the newest 256 per validator kept. Paged in (validator, view, phase) order: pass a page's `next` as `after` to get the following one",
                 "parameters": [
@@ -103,7 +103,10 @@ pub fn document(api: &ApiConfig) -> Value {
                 "200": {"description": "Server-sent events (text/event-stream): `event: block`, data a block summary as JSON"},
                 "503": error_response("Too many subscribers")
             }}},
-            "/health": {"get": {"summary": "Liveness", "responses": {"200": ok("ok", json!({"type": "object"}))}}},
+            "/health": {"get": {"summary": "Liveness: `ok`, `degraded` (running; something failed, see `reason`) or `fail_stopped`", "responses": {
+                "200": ok("Running: status `ok` or `degraded`", json!({"type": "object", "required": ["status"], "properties": {"status": {"enum": ["ok", "degraded"]}}})),
+                "503": ok("Fail-stopped: this node's state disagreed with a checkpoint quorum; `reason` says what, `recovery` what the operator should do", json!({"type": "object", "required": ["status"], "properties": {"status": {"const": "fail_stopped"}, "reason": {"type": "string"}, "recovery": {"type": "string"}}}))
+            }}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {"description": "text/plain; version=0.0.4"}}}},
             "/openapi.json": {"get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI 3.1"}}}}
         },
