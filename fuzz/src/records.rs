@@ -103,7 +103,7 @@ pub fn stored_record(data: &[u8]) -> Verdict {
         }),
         RecordKind::Evidence => {
             read::<Evidence>(bytes, schema::EVIDENCE_BYTES_MAX).map(|evidence| {
-                let _ = schema::evidence_key(&evidence);
+                let _ = schema::evidence_key(&evidence.validator, evidence.view, evidence.phase);
             })
         }
     };

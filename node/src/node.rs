@@ -36,8 +36,9 @@ use crate::network::{self, GossipVerdict, NetEvent, NetEvents, NetworkConfig, Ne
 use inbound::{FairInbound, GossipItem, GossipPenalties, QueueLimits};
 use phalanx_consensus::traitor::{Behaviour, Participant, Trigger};
 use phalanx_consensus::{
-    verify_message, CommittedBatch, Event, Genesis, Input, Message, Output, Replica, SeqNum, Timer,
-    Transaction, ValidatorIndex, ValidatorSet, VerifiedMessage, VerifyContext, View, WalEntry,
+    verify_message, CommittedBatch, Event, Genesis, Horizon, Input, Message, Output, Replica,
+    SeqNum, Timer, Transaction, ValidatorIndex, ValidatorSet, VerifiedMessage, VerifyContext, View,
+    WalEntry,
 };
 use phalanx_crypto::{codec, Digest, Keypair};
 use phalanx_storage::{RocksOptions, RocksStore, StorageError, Store};
@@ -96,6 +97,11 @@ pub struct Status {
     pub view: u64,
     pub primary: u16,
     pub view_changing: bool,
+    /// The view this node complained for (it suspects its primary) while
+    /// still working in `view`: it leaves only when 2f + 1 complain.
+    pub complained_for: Option<u64>,
+    /// The low watermark (last stable checkpoint).
+    pub low_watermark: u64,
     pub catching_up: bool,
     /// Blocks this node knows it lacks while catching up.
     pub blocks_behind: u64,
@@ -558,7 +564,15 @@ async fn verify_consensus(
             chain_id: s.chain_id(),
             validators: &s.validators,
             window: s.genesis.consensus.window,
-            horizon: None,
+            // Where the replica was after its last step: messages far
+            // outside it are refused before any signature is checked.
+            horizon: Some({
+                let st = s.status();
+                Horizon {
+                    view: View(st.view),
+                    low: SeqNum(st.low_watermark),
+                }
+            }),
             known_good_txs: Some(&known),
         };
         let verified = verify_message(from, message, &ctx)?;
@@ -1064,6 +1078,8 @@ impl Driver {
         s.view = r.view().0;
         s.primary = r.primary().0;
         s.view_changing = r.is_view_changing();
+        s.complained_for = r.complained_for().map(|v| v.0);
+        s.low_watermark = r.low_watermark().0;
         s.catching_up = r.is_catching_up();
         s.blocks_behind = r.blocks_behind();
         s.peers_connected = self.shared.network.connected().len();

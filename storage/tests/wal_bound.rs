@@ -93,6 +93,8 @@ fn assert_same_restore(c: &Cluster, i: usize, when: &str) {
     let ctx = VerifyContext {
         chain_id: CHAIN,
         validators: &c.cfg.validators,
+        window: c.cfg.window,
+        horizon: None,
         known_good_txs: None,
     };
     let verified = || {

@@ -172,16 +172,19 @@ impl<T: Weighed + PartialEq> FairInbound<T> {
         Some((next, item))
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         self.queues.values().all(|q| q.items.is_empty())
     }
 
     /// Bytes queued, from every sender.
+    #[cfg(test)]
     pub fn bytes(&self) -> usize {
         self.bytes
     }
 
     /// Bytes queued from one sender.
+    #[cfg(test)]
     pub fn bytes_from(&self, from: ValidatorIndex) -> usize {
         self.queues.get(&from).map_or(0, |q| q.bytes)
     }

@@ -230,6 +230,8 @@ impl Cluster {
         let ctx = VerifyContext {
             chain_id: CHAIN,
             validators: &self.cfg.validators,
+            window: self.cfg.window,
+            horizon: None,
             known_good_txs: None,
         };
         if let Ok(verified) = verify_message(from, decoded, &ctx) {

@@ -236,7 +236,6 @@ pub fn sim_consensus_params() -> ConsensusParams {
         view_timeout_ms_max: 8_000,
         retransmit_ms: 200,
         pending_txs_max: 10_000,
-        ..ConsensusParams::default()
     }
 }
 
