@@ -107,23 +107,22 @@ impl Replica {
             to.0.min(self.committed.0)
                 .min(first.0 + CATCH_UP_BLOCKS_MAX as u64 - 1),
         );
-        // An honest replica asks for at most CATCH_UP_RANGES_IN_FLIGHT
-        // ranges per retransmit period, from different peers; twice that
-        // from one peer is a flood, answered no further this period.
-        let budget = 2 * (CATCH_UP_RANGES_IN_FLIGHT * CATCH_UP_BLOCKS_MAX) as u64;
-        let blocks = last.0 + 1 - first.0;
+        // An honest replica keeps CATCH_UP_RANGES_IN_FLIGHT ranges asked
+        // for at once, spread over its peers; more ranges than that from
+        // one validator in one retransmit period is a flood, answered no
+        // further this period.
         let now = self.now_ms;
         let period = self.cfg.retransmit_ms;
         let served = self.catch_up_served.entry(from).or_insert((now, 0));
         if now.saturating_sub(served.0) >= period {
             *served = (now, 0);
         }
-        if served.1 + blocks > budget {
+        if served.1 >= CATCH_UP_RANGES_IN_FLIGHT as u64 {
             return Err(Rejected::RateLimited {
                 what: "catch-up request",
             });
         }
-        served.1 += blocks;
+        served.1 += 1;
         self.out.push(crate::Output::ServeCatchUp {
             to: from,
             from: first,
@@ -193,8 +192,13 @@ impl Replica {
             .log
             .get(&self.committed.next())
             .is_some_and(|s| s.prepared);
+        // A prepared next slot is about to commit — unless its commits
+        // were lost (we were cut off while the others committed it): after
+        // a few periods with no delivery, fetch it instead of waiting.
+        let long_stalled =
+            self.now_ms.saturating_sub(self.last_delivery_ms) >= 4 * self.cfg.retransmit_ms;
         let target = self.highest_seen.max(self.claimed_height());
-        if target > self.committed && stalled && !next_ready {
+        if target > self.committed && stalled && (!next_ready || long_stalled) {
             self.start_catch_up(target);
         } else {
             self.request_catch_up();

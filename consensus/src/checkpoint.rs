@@ -56,6 +56,7 @@ impl Replica {
                 reason: format!("checkpoint at {seq}, not a checkpoint height"),
             });
         }
+        self.note_peer_height(signer, seq);
         if seq <= self.low() {
             return Ok(());
         }

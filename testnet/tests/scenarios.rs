@@ -259,7 +259,10 @@ fn slow_primary_under_load_is_replaced() {
     report.assert_safe_and_live(HEIGHT);
     let replaced_ms = report.stats.views_entered.values().min().copied();
     assert!(
-        replaced_ms.is_some_and(|at| at <= 4_000),
+        // Since complaints (session 7) a backup's suspicion alone does not
+        // move it: the view changes once 2f + 1 have complained. Measured on
+        // this seed: replaced at 5,026 ms (4,000 before complaints).
+        replaced_ms.is_some_and(|at| at <= 5_500),
         "r0 turned slow at 2,000 ms and left office at {replaced_ms:?} (load until 8,000)\n{}",
         report.describe()
     );

@@ -457,9 +457,8 @@ impl Sim {
 
     /// Faults over, load stopped, and every honest validator (up) has
     /// executed every transaction and reached the target height — and
-    /// takes part: it is in the honest validators' common view, not alone
-    /// in a view change (a chain that grows while one honest validator sits
-    /// out has lost its fault margin).
+    /// takes part: it is not sitting alone in a view change (a chain that
+    /// grows while one honest validator sits out has lost its fault margin).
     fn is_done(&self) -> bool {
         if self.now_ms < self.cfg.quiet_ms() || self.load_running() {
             return false;
@@ -473,7 +472,11 @@ impl Sim {
             .filter_map(|(_, n)| n.participant.as_ref())
             .map(|p| (p.replica().view().0, p.replica().is_view_changing()))
             .collect();
-        if views.len() != 1 || views.iter().any(|(_, changing)| *changing) {
+        // Not view-changing. (Being in a lower view than the others is not
+        // required: on an idle chain nothing tells a replica that missed
+        // a NEW-VIEW about the later view until the next vote; it then
+        // asks for it — sweep seed 263.)
+        if views.iter().any(|(_, changing)| *changing) {
             return false;
         }
         self.nodes.iter().enumerate().all(|(i, n)| {
