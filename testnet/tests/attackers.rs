@@ -16,8 +16,9 @@
 //! - and the bound its attack class breaks (evidence, catch-up answers,
 //!   NEW-VIEW answers, junk admitted).
 //!
-//! Scenarios that need a defence not yet built are `#[ignore]`d with the
-//! defence's item in issue 15; run them with `cargo test -- --ignored`.
+//! Every scenario runs: each failed before the defence its attack class
+//! needs (issue 15: cost before trust, bounded evidence and catch-up
+//! targets, per-validator request limits) and passes with it.
 
 use phalanx_consensus::traitor::{Behaviour, FUTURE_VOTES_VIEWS_AHEAD};
 use phalanx_consensus::CATCH_UP_RANGES_IN_FLIGHT;
