@@ -173,6 +173,9 @@ pub struct Shared {
     pub mempool: Arc<Mempool>,
     pub metrics: Metrics,
     pub status: RwLock<Status>,
+    /// The replica's view and low watermark after its last step, read by
+    /// the verifier for every inbound message (no lock, no copy of Status).
+    pub horizon: [std::sync::atomic::AtomicU64; 2],
     pub blocks: broadcast::Sender<BlockEvent>,
     /// Transactions clients submitted, for gossip and the consensus loop.
     pub admitted: mpsc::Sender<Admitted>,
@@ -340,6 +343,7 @@ pub async fn run(
         store: store.clone(),
         mempool,
         metrics: Metrics::new(),
+        horizon: Default::default(),
         status: RwLock::new(Status {
             chain_id: genesis.chain_id.clone(),
             validator_index: me.0,
@@ -566,12 +570,9 @@ async fn verify_consensus(
             window: s.genesis.consensus.window,
             // Where the replica was after its last step: messages far
             // outside it are refused before any signature is checked.
-            horizon: Some({
-                let st = s.status();
-                Horizon {
-                    view: View(st.view),
-                    low: SeqNum(st.low_watermark),
-                }
+            horizon: Some(Horizon {
+                view: View(s.horizon[0].load(std::sync::atomic::Ordering::Relaxed)),
+                low: SeqNum(s.horizon[1].load(std::sync::atomic::Ordering::Relaxed)),
             }),
             known_good_txs: Some(&known),
         };
@@ -1080,6 +1081,9 @@ impl Driver {
         s.view_changing = r.is_view_changing();
         s.complained_for = r.complained_for().map(|v| v.0);
         s.low_watermark = r.low_watermark().0;
+        let horizon = &self.shared.horizon;
+        horizon[0].store(r.view().0, std::sync::atomic::Ordering::Relaxed);
+        horizon[1].store(r.low_watermark().0, std::sync::atomic::Ordering::Relaxed);
         s.catching_up = r.is_catching_up();
         s.blocks_behind = r.blocks_behind();
         s.peers_connected = self.shared.network.connected().len();

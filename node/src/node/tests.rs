@@ -88,6 +88,7 @@ impl Fixture {
             )),
             metrics: Metrics::new(),
             status: RwLock::new(Status::default()),
+            horizon: Default::default(),
             blocks,
             admitted,
             network,
